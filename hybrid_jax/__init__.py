@@ -1,0 +1,1 @@
+"""hybrid_jax: hybrid-batch contrastive training of multilingual retrievers."""
