@@ -116,12 +116,12 @@ def check_batch_size(table: PairTable, batch_size: int, ratio: float,
   else:
     needs = [("the X-Y share of each batch", cross_questions),
              ("the X-X share of each batch", len(table.qids))]
-  for what, available in needs:
-    if available < batch_size:
-      raise ValueError(
-          f"Batch size {batch_size} exceeds the {available} distinct "
-          f"questions available for {what}: a batch never repeats a "
-          "question. Lower data.batch_size, or add training languages/data.")
+  what, available = min(needs, key=lambda need: need[1])
+  if available < batch_size:
+    raise ValueError(
+        f"Batch size {batch_size} exceeds the {available} distinct "
+        f"questions available for {what}: a batch never repeats a "
+        "question. Lower data.batch_size, or add training languages/data.")
 
 
 def _gumbel(seed, n):
