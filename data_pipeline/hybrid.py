@@ -117,6 +117,11 @@ def check_batch_size(table: PairTable, batch_size: int, ratio: float,
     needs = [("the X-Y share of each batch", cross_questions),
              ("the X-X share of each batch", len(table.qids))]
   what, available = min(needs, key=lambda need: need[1])
+  if available == 0 and "X-Y" in what:
+    raise ValueError(
+        f"The training languages {list(table.languages)} share no question "
+        "ids, so there are no cross-lingual (X-Y) pairs: set data.ratio=1 "
+        "(X-X only) or train on more languages (data.languages).")
   if available < batch_size:
     raise ValueError(
         f"Batch size {batch_size} exceeds the {available} distinct "

@@ -188,6 +188,17 @@ def test_batch_larger_than_the_data_is_rejected(mlqa):
     _pipe(mlqa, batch_size=2000, ratio=0.0)
 
 
+def test_single_language_cannot_make_cross_lingual_batches():
+  cfg = make_data_config(languages=("en",))
+  with pytest.raises(ValueError, match="no cross-lingual"):
+    pipeline.build_train_pipeline(cfg, tokenization.ByteTokenizer())
+  mono_only = pipeline.build_train_pipeline(
+      make_data_config(languages=("en",), ratio=1.0),
+      tokenization.ByteTokenizer())
+  batch = next(mono_only.iterator())
+  assert set(batch["query_lang"]) == {0}
+
+
 def test_batch_not_divisible_by_processes_is_rejected(mlqa):
   with pytest.raises(ValueError, match="not divisible by the 3 processes"):
     _pipe(mlqa, process_count=3)
