@@ -91,6 +91,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.sweep.ratios = (0.0, 1.0)
   elif preset == "tpu":
     c.model.init = "hf:FacebookAI/xlm-roberta-large"
+    c.data.query_prefix = c.data.passage_prefix = ""  # XLM-R has none.
     c.data.batch_size = 128
     c.data.max_passage_length = 128
     c.train.num_steps = 10_000

@@ -31,6 +31,7 @@ class DatasetSpec:
 
   @property
   def all_languages(self) -> tuple[str, ...]:
+    """The chosen languages, or all of the data set's."""
     return self.languages or sources.dataset_info(self.name).languages
 
   def __str__(self) -> str:
@@ -87,6 +88,12 @@ class DataConfig:
     if self.mixing not in MIXING_MODES:
       raise ValueError(
           f"data.mixing={self.mixing!r}; use one of {MIXING_MODES}.")
+    share = self.ratio * self.batch_size
+    if self.mixing == "example" and abs(share - round(share)) > 1e-9:
+      raise ValueError(
+          f"data.mixing='example' puts ratio x batch_size = {share:g} X-X "
+          "pairs in every batch, which must be a whole number: choose "
+          "data.ratio as a multiple of 1/data.batch_size.")
     if self.source not in ("json", "tfds"):
       raise ValueError(f"data.source={self.source!r}; use 'json' or 'tfds'.")
     if not 0.0 < self.train_fraction < 1.0:
@@ -102,8 +109,3 @@ class DataConfig:
       if getattr(self, name) < 3:
         raise ValueError(f"data.{name}={getattr(self, name)} must be >= 3 "
                          "(two special tokens and some text).")
-
-  @property
-  def num_monolingual_per_batch(self) -> int:
-    """X-X pairs per batch in example-level mixing."""
-    return round(self.ratio * self.batch_size)

@@ -15,11 +15,14 @@ Batch b is a pure function of (seed, b), computed with stateless TF ops:
     batch; otherwise it is X-Y and every triple is drawn by its weight.
   * mixing="example": every batch holds round(alpha * B) X-X triples (each
     with its own language) and B - round(alpha * B) X-Y triples, shuffled.
-Within a batch no question id appears twice (translations of one answer would
-be false negatives): triples are drawn without replacement of question ids,
-by the Gumbel-top-k trick over each question's best-keyed triple, which is
-exactly "draw a triple by weight, drop the other triples of its question,
-repeat".
+Within a batch no two triples share an answer group: questions whose answer
+sentences have the same text in some language (and so, in parallel data, the
+same translations)
+form one group, and a group never appears twice in a batch, so no question id
+repeats and no positive passage is another pair's negative. Triples are drawn
+without replacement of groups by the Gumbel-top-k trick over each group's
+best-keyed triple, which is exactly "draw a triple by weight, drop the other
+triples of its group, repeat".
 """
 
 import dataclasses
@@ -41,6 +44,7 @@ class PairTable:
   """
   languages: tuple[str, ...]
   question: np.ndarray  # [T] int32, index of the question id.
+  group: np.ndarray  # [T] int32, answer group of the question.
   query_lang: np.ndarray  # [T] int32, index into `languages`.
   passage_lang: np.ndarray  # [T] int32.
   query_row: np.ndarray  # [T] int32.
@@ -51,7 +55,12 @@ class PairTable:
 
   @property
   def is_monolingual(self) -> np.ndarray:
+    """[T] bool, whether the triple is X-X."""
     return self.query_lang == self.passage_lang
+
+  @property
+  def num_groups(self) -> int:
+    return int(self.group.max()) + 1
 
   def pair_counts(self) -> np.ndarray:
     """[L, L] number of triples of each (query, passage) language pair."""
@@ -88,61 +97,92 @@ def build_pair_table(dataset: records.RetrievalDataset,
       by_qid[r.qid].append(
           (li, q0 + i, p0 + r.answer_candidate, start,
            start + len(r.sentences)))
+  group = _answer_groups(len(qids), [
+      (qindex[r.qid], (lang, r.answer_sentence))
+      for lang in langs for r in dataset.records[lang]])
   rows = []
   for q in qids:
     for lq, qrow, _, _, _ in by_qid[q]:
       for lp, _, prow, pstart, pend in by_qid[q]:
-        rows.append((qindex[q], lq, lp, qrow, prow, pstart, pend))
+        rows.append((qindex[q], group[qindex[q]], lq, lp, qrow, prow, pstart,
+                     pend))
   cols = np.array(rows, np.int32).T
-  return PairTable(languages=langs, question=cols[0], query_lang=cols[1],
-                   passage_lang=cols[2], query_row=cols[3],
-                   passage_row=cols[4], paragraph_start=cols[5],
-                   paragraph_end=cols[6], qids=qids)
+  return PairTable(languages=langs, question=cols[0], group=cols[1],
+                   query_lang=cols[2], passage_lang=cols[3],
+                   query_row=cols[4], passage_row=cols[5],
+                   paragraph_start=cols[6], paragraph_end=cols[7], qids=qids)
+
+
+def _answer_groups(num_questions: int, answers) -> np.ndarray:
+  """Groups questions that share an answer sentence (union-find).
+
+  Args:
+    num_questions: number of question indices.
+    answers: (question index, answer key) pairs; questions with a common key
+      end up in one group.
+
+  Returns:
+    [num_questions] int32 group index, numbered 0.. in question order.
+  """
+  parent = list(range(num_questions))
+
+  def find(i):
+    while parent[i] != i:
+      parent[i] = parent[parent[i]]
+      i = parent[i]
+    return i
+
+  first = {}
+  for q, key in answers:
+    parent[find(q)] = find(first.setdefault(key, q))
+  roots = [find(q) for q in range(num_questions)]
+  return np.unique(roots, return_inverse=True)[1].astype(np.int32)
 
 
 def check_batch_size(table: PairTable, batch_size: int, ratio: float,
                      mixing: str) -> None:
-  """Raises if some batch could not be filled with distinct questions."""
+  """Raises if some batch could not be filled with distinct answer groups."""
   mono = table.is_monolingual
-  cross_questions = len(np.unique(table.question[~mono]))
-  counts = np.diag(table.pair_counts())
+  cross_groups = len(np.unique(table.group[~mono]))
   if mixing == "batch":
-    needs = []
-    if ratio > 0:
-      needs += [(f"X-X batches in {table.languages[l]}", counts[l])
-                for l in np.flatnonzero(counts)]
-    if ratio < 1:
-      needs.append(("X-Y batches", cross_questions))
+    needs_cross = ratio < 1
+    mono_needs = [(f"X-X batches in {table.languages[l]}",
+                   len(np.unique(table.group[mono & (table.query_lang == l)])))
+                  for l in np.unique(table.query_lang)] if ratio > 0 else []
   else:
-    needs = [("the X-Y share of each batch", cross_questions),
-             ("the X-X share of each batch", len(table.qids))]
-  what, available = min(needs, key=lambda need: need[1])
-  if available == 0 and "X-Y" in what:
+    needs_cross = round(ratio * batch_size) < batch_size
+    mono_needs = [("the X-X share of each batch", table.num_groups)]
+  if needs_cross and cross_groups == 0:
     raise ValueError(
         f"The training languages {list(table.languages)} share no question "
         "ids, so there are no cross-lingual (X-Y) pairs: set data.ratio=1 "
         "(X-X only) or train on more languages (data.languages).")
+  needs = mono_needs + ([("X-Y pairs", cross_groups)] if needs_cross else [])
+  what, available = min(needs, key=lambda need: need[1])
   if available < batch_size:
     raise ValueError(
         f"Batch size {batch_size} exceeds the {available} distinct "
-        f"questions available for {what}: a batch never repeats a "
-        "question. Lower data.batch_size, or add training languages/data.")
+        f"questions (answer groups) available for {what}: a batch never "
+        "repeats a question or an answer sentence. Lower data.batch_size, "
+        "or add training languages/data.")
 
 
 def _gumbel(seed, n):
+  # float64: float32 uniforms would tie often on large tables.
   u = tf.random.stateless_uniform(
-      [n], seed, minval=np.finfo(np.float32).tiny, maxval=1.0)
+      [n], seed, minval=np.finfo(np.float64).tiny, maxval=1.0,
+      dtype=tf.float64)
   return -tf.math.log(-tf.math.log(u))
 
 
-def _distinct_top_k(keys, question, num_questions, k):
-  """Indices of the k best-keyed triples, at most one per question id."""
-  best = tf.math.unsorted_segment_max(keys, question, num_questions)
+def _distinct_top_k(keys, group, num_groups, k):
+  """Indices of the k best-keyed triples, at most one per group."""
+  best = tf.math.unsorted_segment_max(keys, group, num_groups)
   top = tf.math.top_k(best, k)
   positions = tf.range(tf.size(keys))
-  is_best = tf.equal(keys, tf.gather(best, question))
+  is_best = tf.equal(keys, tf.gather(best, group))
   argbest = tf.math.unsorted_segment_min(
-      tf.where(is_best, positions, tf.size(keys)), question, num_questions)
+      tf.where(is_best, positions, tf.size(keys)), group, num_groups)
   return tf.gather(argbest, top.indices)
 
 
@@ -156,44 +196,48 @@ class HybridSampler:
     self.ratio = ratio
     self.mixing = mixing
     self.seed = seed
-    self.num_questions = len(table.qids)
-    self._question = tf.constant(table.question)
+    self.num_groups = table.num_groups
+    self._group = tf.constant(table.group)
     self._query_lang = tf.constant(table.query_lang)
     self._is_mono = tf.constant(table.is_monolingual)
-    self._log_w = tf.constant(table.log_weights(temperature))
+    self._log_w = tf.constant(table.log_weights(temperature), tf.float64)
     self._mono_logits = tf.constant(table.monolingual_logits(temperature))
 
   def _top(self, keys, k):
-    return _distinct_top_k(keys, self._question, self.num_questions, k)
+    return _distinct_top_k(keys, self._group, self.num_groups, k)
+
+  def _keys(self, allowed, log_weight, seed):
+    """Gumbel keys of the allowed triples, -inf elsewhere."""
+    g = _gumbel(seed, tf.size(self._group))
+    return tf.where(allowed, log_weight + g, tf.constant(-np.inf, tf.float64))
 
   def __call__(self, step):
     """Triples of batch `step`: ([B] int32 indices, [B] bool drawn as X-X)."""
     seeds = tf.random.experimental.stateless_split(
         tf.stack([tf.constant(self.seed, tf.int64),
                   tf.cast(step, tf.int64)]), 5)
-    neg_inf = tf.constant(-np.inf, tf.float32)
-    n = tf.size(self._question)
     if self.mixing == "batch":
       is_mono_batch = tf.random.stateless_uniform([], seeds[0]) < self.ratio
-      lang = tf.random.stateless_categorical(
-          self._mono_logits[None], 1, seeds[1], dtype=tf.int32)[0, 0]
-      g = _gumbel(seeds[2], n)
-      mono_keys = tf.where(self._is_mono & tf.equal(self._query_lang, lang),
-                           g, neg_inf)
-      cross_keys = tf.where(self._is_mono, neg_inf, self._log_w + g)
-      triples = self._top(tf.where(is_mono_batch, mono_keys, cross_keys),
-                          self.batch_size)
+
+      def mono_batch():
+        lang = tf.random.stateless_categorical(
+            self._mono_logits[None], 1, seeds[1], dtype=tf.int32)[0, 0]
+        allowed = self._is_mono & tf.equal(self._query_lang, lang)
+        return self._top(self._keys(allowed, 0.0, seeds[2]), self.batch_size)
+
+      def cross_batch():
+        return self._top(self._keys(~self._is_mono, self._log_w, seeds[2]),
+                         self.batch_size)
+
+      triples = tf.cond(is_mono_batch, mono_batch, cross_batch)
       return triples, tf.fill([self.batch_size], is_mono_batch)
     k = round(self.ratio * self.batch_size)
-    mono = self._top(
-        tf.where(self._is_mono, self._log_w + _gumbel(seeds[2], n), neg_inf),
-        k)
-    used = tf.scatter_nd(tf.gather(self._question, mono)[:, None],
-                         tf.ones([k], tf.int32), [self.num_questions])
-    cross_ok = ~self._is_mono & tf.equal(tf.gather(used, self._question), 0)
-    cross = self._top(
-        tf.where(cross_ok, self._log_w + _gumbel(seeds[3], n), neg_inf),
-        self.batch_size - k)
+    mono = self._top(self._keys(self._is_mono, self._log_w, seeds[2]), k)
+    used = tf.scatter_nd(tf.gather(self._group, mono)[:, None],
+                         tf.ones([k], tf.int32), [self.num_groups])
+    cross_ok = ~self._is_mono & tf.equal(tf.gather(used, self._group), 0)
+    cross = self._top(self._keys(cross_ok, self._log_w, seeds[3]),
+                      self.batch_size - k)
     drawn_mono = tf.range(self.batch_size) < k
     order = tf.argsort(tf.random.stateless_uniform([self.batch_size],
                                                    seeds[4]))

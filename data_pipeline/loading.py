@@ -40,7 +40,10 @@ def load(spec: config_lib.DatasetSpec,
   if dataset.num_questions == 0:
     raise ValueError(
         f"Data set {spec} holds no questions for languages "
-        f"{list(spec.all_languages)}: check data.train / data.languages.")
+        f"{list(spec.all_languages)}: its split is empty at "
+        f"data.train_fraction={cfg.train_fraction}, or the languages hold "
+        "none; check data.train, data.eval, data.train_fraction and "
+        "data.languages.")
   return LoadedDataset(dataset=dataset, articles=titles)
 
 

@@ -26,6 +26,9 @@ class TrainPipeline:
                tokens: tokenization.TokenizedDataset,
                cfg: config_lib.DataConfig, *, process_index: int = 0,
                process_count: int = 1):
+    if not 0 <= process_index < process_count:
+      raise ValueError(f"Process index {process_index} is outside "
+                       f"[0, {process_count}).")
     if cfg.batch_size % process_count:
       raise ValueError(
           f"Global batch size {cfg.batch_size} is not divisible by the "
@@ -38,10 +41,9 @@ class TrainPipeline:
     self.sampler = hybrid.HybridSampler(
         table, batch_size=cfg.batch_size, ratio=cfg.ratio, mixing=cfg.mixing,
         temperature=cfg.language_temperature, seed=cfg.seed)
-    t = table
-    self._columns = {name: tf.constant(getattr(t, name)) for name in (
-        "question", "query_lang", "passage_lang", "query_row", "passage_row",
-        "paragraph_start", "paragraph_end")}
+    self._columns = {name: tf.constant(getattr(table, name)) for name in (
+        "question", "group", "query_lang", "passage_lang", "query_row",
+        "passage_row", "paragraph_start", "paragraph_end")}
     self._query_ids = tf.constant(tokens.queries.ids)
     self._query_len = tf.constant(tokens.queries.lengths)
     self._passage_ids = tf.constant(tokens.passages.ids)
@@ -66,12 +68,21 @@ class TrainPipeline:
     return tf.where(has, pick, passage_row), has
 
   def batch(self, step):
-    """This process's slice of global batch `step`, as a dict of tensors."""
+    """This process's slice of global batch `step`, as a dict of tensors.
+
+    Every process draws the same global batch (triples and hard negatives)
+    and gathers the tokens of its own slice only.
+    """
     triples, drawn_mono = self.sampler(step)
-    # Every process draws the same global batch and keeps its slice.
+    col = {k: tf.gather(v, triples) for k, v in self._columns.items()}
+    if self.cfg.hard_negatives:
+      col["negative_row"], col["has_negative"] = self._hard_negative(
+          step, col["passage_row"], col["paragraph_start"],
+          col["paragraph_end"])
     local = slice(self._lo, self._lo + self.local_batch_size)
-    col = {k: tf.gather(v, triples[local]) for k, v in self._columns.items()}
-    out = {"question": col["question"], "query_lang": col["query_lang"],
+    col = {k: v[local] for k, v in col.items()}
+    out = {"question": col["question"], "answer_group": col["group"],
+           "query_lang": col["query_lang"],
            "passage_lang": col["passage_lang"],
            "drawn_monolingual": drawn_mono[local]}
     out.update(self._tokens(self._query_ids, self._query_len,
@@ -79,12 +90,9 @@ class TrainPipeline:
     out.update(self._tokens(self._passage_ids, self._passage_len,
                             col["passage_row"], "passage"))
     if self.cfg.hard_negatives:
-      rows, has = self._hard_negative(step, col["passage_row"],
-                                      col["paragraph_start"],
-                                      col["paragraph_end"])
-      out.update(self._tokens(self._passage_ids, self._passage_len, rows,
-                              "negative"))
-      out["has_negative"] = has
+      out.update(self._tokens(self._passage_ids, self._passage_len,
+                              col["negative_row"], "negative"))
+      out["has_negative"] = col["has_negative"]
     return out
 
   def dataset(self, start_step: int = 0) -> tf.data.Dataset:

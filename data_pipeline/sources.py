@@ -116,11 +116,18 @@ def check_files(info: DatasetInfo, root: pathlib.Path,
         f"{info.folder}/.")
 
 
+def languages_to_read(info: DatasetInfo,
+                      languages: Sequence[str]) -> list[str]:
+  """The given languages plus the pivot language, checked."""
+  languages = sorted(set(languages) | {PIVOT_LANGUAGE})
+  check_languages(info, languages)
+  return languages
+
+
 def read_paragraphs(
     info: DatasetInfo, root: pathlib.Path, languages: Sequence[str]
 ) -> dict[str, list[records.Paragraph]]:
   """Reads the JSON files of the given languages (plus the pivot language)."""
-  languages = sorted(set(languages) | {PIVOT_LANGUAGE})
-  check_languages(info, languages)
+  languages = languages_to_read(info, languages)
   check_files(info, root, languages)
   return {l: lareqa.read_file(str(info.path(root, l)), l) for l in languages}

@@ -66,6 +66,8 @@ def check_no_leakage(train: records.RetrievalDataset,
                      eval_articles: frozenset[str]) -> None:
   """Rejects training data that shares question ids or articles with eval."""
   shared_ids = train.qids() & evaluation.qids()
+  train_name = train.name.partition(":")[0]
+  eval_name = evaluation.name.partition(":")[0]
   shared_articles = train_articles & eval_articles
   if shared_ids or shared_articles:
     raise ValueError(
@@ -73,5 +75,5 @@ def check_no_leakage(train: records.RetrievalDataset,
         f"{evaluation.name!r}: {len(shared_ids)} shared question ids and "
         f"{len(shared_articles)} shared articles (e.g. "
         f"{sorted(shared_articles)[:3]}). Train on another data set, or split "
-        f"by article: data.train='{train.name}:train' with "
-        f"data.eval='{evaluation.name}:test'.")
+        f"by article: data.train='{train_name}:train' with "
+        f"data.eval='{eval_name}:test'.")

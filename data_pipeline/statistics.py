@@ -10,27 +10,29 @@ def batch_statistics(batches: Iterable[Mapping[str, np.ndarray]],
                      languages: Sequence[str]) -> dict:
   """Summarises global batches (as `TrainPipeline.batch` yields them).
 
-  Returns counts a researcher checks: the share of X-X batches and pairs,
-  pairs per language and language pair, and the violations that must be 0:
-  repeated question ids in a batch, X-Y pairs with one language, X-X
-  batches with several languages.
+  Every figure is measured from what the batches hold: a batch counts as X-X
+  when all its pairs have query language = passage language, in one
+  language. The violations that must be 0: repeated question ids or answer
+  groups in a batch, X-X batches with several languages, and pairs drawn as
+  X-Y that have one language (a check against the sampler's own flag).
   """
   num = xx_batches = pairs = xx_pairs = 0
-  duplicates = cross_same = mixed_xx = 0
+  duplicate_ids = duplicate_answers = cross_same = mixed_xx = 0
   query_tokens = passage_tokens = 0
   lang_counts = {"query": collections.Counter(),
                  "passage": collections.Counter()}
   pair_counts = collections.Counter()
   for b in batches:
     num += 1
-    mono, q, p = b["drawn_monolingual"], b["query_lang"], b["passage_lang"]
-    xx_batches += bool(mono.all())
-    if mono.all() and len(set(q)) > 1:
-      mixed_xx += 1
+    q, p = b["query_lang"], b["passage_lang"]
+    same = q == p
+    xx_batches += bool(same.all() and len(set(q)) == 1)
+    mixed_xx += bool(b["drawn_monolingual"].all() and len(set(q)) > 1)
     pairs += len(q)
-    xx_pairs += int(mono.sum())
-    duplicates += len(q) - len(set(b["question"].tolist()))
-    cross_same += int(np.sum(~mono & (q == p)))
+    xx_pairs += int(same.sum())
+    duplicate_ids += len(q) - len(set(b["question"].tolist()))
+    duplicate_answers += len(q) - len(set(b["answer_group"].tolist()))
+    cross_same += int(np.sum(~b["drawn_monolingual"] & same))
     query_tokens += int(b["query_mask"].sum())
     passage_tokens += int(b["passage_mask"].sum())
     for ql, pl in zip(q, p):
@@ -45,7 +47,8 @@ def batch_statistics(batches: Iterable[Mapping[str, np.ndarray]],
       "language_counts": {k: dict(sorted(v.items()))
                           for k, v in lang_counts.items()},
       "pair_counts": dict(sorted(pair_counts.items())),
-      "duplicate_ids": duplicates,
+      "duplicate_ids": duplicate_ids,
+      "duplicate_answers": duplicate_answers,
       "cross_same_language": cross_same,
       "xx_batches_with_several_languages": mixed_xx,
       "mean_query_tokens": query_tokens / max(pairs, 1),

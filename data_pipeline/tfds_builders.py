@@ -11,6 +11,7 @@ One split per language; one example per paragraph, in file order. Usage:
 records, so the pipeline consumes either source the same way.
 """
 
+import hashlib
 import pathlib
 from typing import Sequence
 
@@ -101,11 +102,18 @@ def _paragraph(lang: str, ex) -> records.Paragraph:
 def read_paragraphs(info: sources.DatasetInfo, root: pathlib.Path,
                     languages: Sequence[str], data_dir: pathlib.Path
                     ) -> dict[str, list[records.Paragraph]]:
-  """Like `sources.read_paragraphs`, through the TFDS builder."""
-  languages = sorted(set(languages) | {sources.PIVOT_LANGUAGE})
-  sources.check_languages(info, languages)
+  """Like `sources.read_paragraphs`, through the TFDS builder.
+
+  The prepared data lives under `data_dir/<hash of the source files' sizes
+  and times>`, so a changed data root or file is prepared anew.
+  """
+  languages = sources.languages_to_read(info, languages)
   sources.check_files(info, root, info.languages)
-  builder = _BUILDERS[info.name](data_dir=str(data_dir))
+  stamp = hashlib.sha256(str([
+      (str(info.path(root, l).resolve()), info.path(root, l).stat().st_size,
+       info.path(root, l).stat().st_mtime_ns) for l in info.languages
+  ]).encode()).hexdigest()[:16]
+  builder = _BUILDERS[info.name](data_dir=str(data_dir / stamp))
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
       manual_dir=str(root / info.folder)))
   return {lang: [_paragraph(lang, ex) for ex in tfds.as_numpy(

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import pathlib
+import re
 import tempfile
 from typing import Protocol, Sequence
 
@@ -121,7 +122,8 @@ def tokenize_cached(texts: Sequence[str], tokenizer: Tokenizer,
                     name: str) -> TokenArrays:
   """Tokenizes `prefix + text` for every text, reading/writing the cache."""
   key = cache_key(texts, tokenizer, max_length, prefix)
-  path = cache_dir / "tokens" / f"{name}-{key[:20]}.npz"
+  safe_name = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+  path = cache_dir / "tokens" / f"{safe_name}-{key[:20]}.npz"
   if path.is_file():
     try:
       with np.load(path) as f:

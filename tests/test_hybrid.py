@@ -166,9 +166,11 @@ def test_resume_equals_uninterrupted(mlqa):
     assert all(np.array_equal(x[k], y[k]) for k in x)
 
 
-def test_processes_build_disjoint_slices_of_the_global_batch(mlqa):
-  full = _take(_pipe(mlqa), 10)
-  parts = [_take(_pipe(mlqa, process_index=i, process_count=4), 10)
+@pytest.mark.parametrize("mixing", ["batch", "example"])
+def test_processes_build_disjoint_slices_of_the_global_batch(mlqa, mixing):
+  kw = dict(hard_negatives=True, mixing=mixing)
+  full = _take(_pipe(mlqa, **kw), 10)
+  parts = [_take(_pipe(mlqa, process_index=i, process_count=4, **kw), 10)
            for i in range(4)]
   for step, batch in enumerate(full):
     for k in batch:
@@ -180,11 +182,13 @@ def test_processes_build_disjoint_slices_of_the_global_batch(mlqa):
 
 def test_batch_larger_than_the_data_is_rejected(mlqa):
   # MLQA-R has 500 Spanish questions: a 600-pair X-X batch cannot exist.
-  with pytest.raises(ValueError, match="exceeds the 500 distinct questions"):
+  with pytest.raises(ValueError, match=r"exceeds the 4\d\d distinct "
+                     r"questions \(answer groups\) available for X-X batches"
+                     " in es"):
     _pipe(mlqa, batch_size=600)
-  # With only X-Y batches, the 1,148 ids with a second language suffice.
+  # With only X-Y batches, the ~1,148 ids with a second language suffice.
   _pipe(mlqa, batch_size=600, ratio=0.0)
-  with pytest.raises(ValueError, match="exceeds the 1148 distinct"):
+  with pytest.raises(ValueError, match=r"exceeds the 11\d\d distinct"):
     _pipe(mlqa, batch_size=2000, ratio=0.0)
 
 
@@ -202,6 +206,31 @@ def test_single_language_cannot_make_cross_lingual_batches():
 def test_batch_not_divisible_by_processes_is_rejected(mlqa):
   with pytest.raises(ValueError, match="not divisible by the 3 processes"):
     _pipe(mlqa, process_count=3)
+  with pytest.raises(ValueError, match=r"Process index 4 is outside \[0, 4\)"):
+    _pipe(mlqa, process_index=4, process_count=4)
+
+
+def test_example_mixing_needs_a_whole_number_of_xx_pairs():
+  with pytest.raises(ValueError, match="must be a whole number"):
+    make_data_config(mixing="example", ratio=0.3)
+
+
+def test_no_answer_sentence_twice_in_a_batch():
+  """XQuAD-R questions often share an answer sentence: never in one batch."""
+  cfg = make_data_config(train="xquad_r:train", eval=("xquad_r:test",),
+                         batch_size=32)
+  dataset = loading.load_training_set(cfg)
+  answer = {(r.qid, r.lang): r.answer_sentence
+            for rs in dataset.records.values() for r in rs}
+  pipe = pipeline.build_train_pipeline(cfg, tokenization.ByteTokenizer())
+  table = pipe.table
+  groups = table.group[table.is_monolingual]
+  assert len(np.unique(groups)) < len(groups) // 11  # Shared answers exist.
+  for b in _take(pipe, 200):
+    texts = {answer[table.qids[q], table.languages[l]]
+             for q, l in zip(b["question"], b["passage_lang"])}
+    assert len(texts) == 32
+    assert len(set(b["answer_group"])) == 32
 
 
 @pytest.mark.parametrize("ratio", [-0.1, 1.5])

@@ -83,6 +83,32 @@ def test_tfds_source_equals_json_source(xquad, mlqa):
     assert tfds_set.candidates == json_set.candidates
 
 
+def test_tfds_load_by_name(tmp_path):
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from data_pipeline import tfds_builders  # pylint: disable=g-import-not-at-top,unused-import
+  info = sources.dataset_info("mlqa_r")
+  ds = tfds.load("mlqa_r", split="de", data_dir=str(tmp_path),
+                 download_and_prepare_kwargs={
+                     "download_config": tfds.download.DownloadConfig(
+                         manual_dir=str(sources.resolve_root() /
+                                        info.folder))})
+  examples = list(tfds.as_numpy(ds))
+  assert sum(len(e["questions"]["id"]) for e in examples) == 512
+  assert sum(len(e["sentences"]) for e in examples) == 2_362
+
+
+def test_root_missing_one_file_lists_it(tmp_path):
+  info = sources.dataset_info("xquad_r")
+  for lang in info.languages:
+    if lang != "th":
+      dest = info.path(tmp_path, lang)
+      dest.parent.mkdir(parents=True, exist_ok=True)
+      dest.write_bytes(info.path(sources.resolve_root(), lang).read_bytes())
+  with pytest.raises(FileNotFoundError, match=r"missing \[.*th\.json'\]"):
+    _load("xquad_r", root=str(tmp_path))
+  assert _load("xquad_r", root=str(tmp_path), languages=("de",)).num_questions
+
+
 def test_missing_folder_names_the_fix(tmp_path):
   with pytest.raises(FileNotFoundError, match="prepare_data.py"):
     _load("xquad_r", root=str(tmp_path))

@@ -49,8 +49,11 @@ def test_mlqa_r_split_follows_english_titles():
 ])
 def test_training_on_eval_data_is_rejected(train, evals):
   cfg = make_data_config(train=train, eval=evals)
-  with pytest.raises(ValueError, match="overlaps evaluation set"):
+  with pytest.raises(ValueError, match="overlaps evaluation set") as e:
     loading.load_training_set(cfg)
+  name = train.partition(":")[0]
+  assert f"data.train='{name}:train' with data.eval='{name}:test'" in str(
+      e.value)
 
 
 def test_disjoint_training_and_eval_sets_load():

@@ -10,9 +10,10 @@ from data_pipeline import sources
 
 
 def _run(*args, env=None):
+  env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
   return subprocess.run([sys.executable, *args], cwd=REPO, text=True,
-                        capture_output=True, env={**os.environ, **(env or {})},
-                        timeout=300, check=False)
+                        capture_output=True, env=env, timeout=300,
+                        check=False)
 
 
 def test_inspect_batches_reports_what_the_pipeline_yields():
@@ -29,6 +30,7 @@ def test_inspect_batches_reports_what_the_pipeline_yields():
     assert key in stats
   assert stats["num_batches"] == 400 and stats["config"]["ratio"] == 0.25
   assert stats["duplicate_ids"] == 0 and stats["cross_same_language"] == 0
+  assert stats["duplicate_answers"] == 0
   assert abs(stats["xx_fraction"] - 0.25) < 3 * (0.25 * 0.75 / 400) ** 0.5
   assert stats["xx_fraction"] == stats["xx_example_fraction"]
   assert 3 < stats["mean_query_tokens"] <= 32

@@ -33,6 +33,7 @@ _DATASETS = flags.DEFINE_list("datasets", sorted(sources.DATASETS),
 
 
 def sha256(path: pathlib.Path) -> str:
+  """Hex sha256 of a file's content."""
   h = hashlib.sha256()
   with open(path, "rb") as f:
     for chunk in iter(lambda: f.read(1 << 20), b""):
