@@ -43,7 +43,10 @@ def main(argv):
         f"lengths={cfg.data.max_query_length}/{cfg.data.max_passage_length}"
         f" ratio={cfg.data.ratio}, one core")
   for name, data in variants.items():
-    it = pipeline.build_train_pipeline(data, tokenizer).iterator()
+    train = pipeline.build_train_pipeline(data, tokenizer)
+    if name == "configured":
+      print(f"{len(train.table.question)} triples in the pair table")
+    it = train.iterator()
     for _ in itertools.islice(it, 50):  # Warm-up: tracing, prefetch.
       pass
     start = time.perf_counter()
