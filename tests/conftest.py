@@ -1,4 +1,4 @@
-"""Test setup: data from ../shared/data, a private token cache, CPU only."""
+"""Test setup: data from ../shared/data, a private cache, 8 CPU devices."""
 
 import os
 import pathlib
@@ -7,6 +7,10 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 os.environ.setdefault("HYBRID_JAX_DATA", str(REPO.parent / "shared" / "data"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ["HF_HUB_OFFLINE"] = "1"  # Tests never download.
+# Eight fake CPU devices, so that sharding is exercised on any machine.
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                           " --xla_force_host_platform_device_count=8")
 
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 

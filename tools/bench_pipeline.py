@@ -29,11 +29,13 @@ def main(argv):
   tf.config.threading.set_intra_op_parallelism_threads(1)
   tf.config.threading.set_inter_op_parallelism_threads(1)
   from data_pipeline import pipeline  # pylint: disable=g-import-not-at-top
+  from data_pipeline import tokenization  # pylint: disable=g-import-not-at-top
   from hybrid_jax import config as config_lib  # pylint: disable=g-import-not-at-top
   from hybrid_jax import pretrained  # pylint: disable=g-import-not-at-top
 
   cfg = config_lib.from_config_dict(_CONFIG.value)
-  tokenizer = pretrained.load_tokenizer(cfg.model)
+  tokenizer = pretrained.load_tokenizer(
+      cfg.model, tokenization.resolve_cache_dir(cfg.data.cache_dir))
   variants = {
       "configured": cfg.data,
       "hard negatives": dataclasses.replace(cfg.data, hard_negatives=True),

@@ -13,6 +13,7 @@ from ml_collections import config_flags
 
 from data_pipeline import pipeline
 from data_pipeline import statistics
+from data_pipeline import tokenization
 from hybrid_jax import config as config_lib
 from hybrid_jax import pretrained
 
@@ -27,7 +28,8 @@ def main(argv):
   del argv
   cfg = config_lib.from_config_dict(_CONFIG.value)
   train = pipeline.build_train_pipeline(
-      cfg.data, pretrained.load_tokenizer(cfg.model))
+      cfg.data, pretrained.load_tokenizer(
+          cfg.model, tokenization.resolve_cache_dir(cfg.data.cache_dir)))
   batches = itertools.islice(train.iterator(_START_STEP.value),
                              _NUM_BATCHES.value)
   stats = statistics.batch_statistics(batches, train.table.languages)

@@ -1,0 +1,1 @@
+"""The encoder model: transformer towers and the dual encoder."""

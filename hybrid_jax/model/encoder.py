@@ -1,0 +1,279 @@
+"""A Flax NNX transformer encoder in the XLM-R and BERT layouts.
+
+Both layouts are post-LayerNorm BERT encoders; they differ only in details
+that `EncoderConfig` carries:
+
+  * XLM-R (RoBERTa): positions count from `pad_id + 1` over non-padding
+    tokens, one token type, LayerNorm eps 1e-5.
+  * BERT (mBERT, LaBSE, multilingual-e5): positions from 0, two token types,
+    LayerNorm eps 1e-12.
+
+Every parameter carries logical axis names (see `hybrid_jax.sharding`), and
+activations are constrained at block boundaries, so the same module runs
+replicated, FSDP- or tensor-sharded.
+"""
+
+import dataclasses
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from hybrid_jax import sharding
+
+Layout = Literal["xlmr", "bert"]
+
+# (layers, hidden size, heads, MLP size) of the sizes a run can name.
+SIZES = {
+    "tiny": (2, 32, 4, 64),
+    "e5-small": (12, 384, 12, 1536),
+    "base": (12, 768, 12, 3072),
+    "large": (24, 1024, 16, 4096),
+}
+
+ACTIVATIONS = {
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+    "relu": jax.nn.relu,
+}
+
+VOCAB_MULTIPLE = 128  # The embedding table is padded to this many rows.
+
+_ACT = ("act_batch", "act_length", "act_embed")
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderConfig:
+  """Architecture of one encoder tower.
+
+  Attributes:
+    layout: "xlmr" or "bert" (see the module docstring).
+    vocab_size: rows the tokenizer can produce (the table is padded further).
+    num_layers, hidden_size, num_heads, mlp_size: transformer sizes.
+    max_positions: rows of the position table.
+    type_vocab_size: rows of the token-type table.
+    layer_norm_eps: LayerNorm epsilon.
+    pad_id: padding token id (XLM-R positions start after it).
+    activation: MLP activation, a key of `ACTIVATIONS`.
+    dropout_rate: dropout on embeddings, attention weights and block outputs.
+    dtype: compute dtype; param_dtype: storage dtype of the parameters.
+  """
+  layout: Layout
+  vocab_size: int
+  num_layers: int
+  hidden_size: int
+  num_heads: int
+  mlp_size: int
+  max_positions: int
+  type_vocab_size: int
+  layer_norm_eps: float
+  pad_id: int
+  activation: str = "gelu"
+  dropout_rate: float = 0.1
+  dtype: str = "float32"
+  param_dtype: str = "float32"
+
+  def __post_init__(self):
+    if self.layout not in ("xlmr", "bert"):
+      raise ValueError(f"layout={self.layout!r}: use 'xlmr' or 'bert'.")
+    if self.hidden_size % self.num_heads:
+      raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of "
+                       f"num_heads {self.num_heads}.")
+    if self.activation not in ACTIVATIONS:
+      raise ValueError(f"activation {self.activation!r} is not supported; "
+                       f"known: {sorted(ACTIVATIONS)}.")
+    for name in ("dtype", "param_dtype"):
+      if getattr(self, name) not in ("float32", "bfloat16"):
+        raise ValueError(f"{name}={getattr(self, name)!r}: use 'float32' or "
+                         "'bfloat16'.")
+
+  @property
+  def padded_vocab_size(self) -> int:
+    return -(-self.vocab_size // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
+
+  @property
+  def head_dim(self) -> int:
+    return self.hidden_size // self.num_heads
+
+
+def sized_config(size: str, layout: Layout, vocab_size: int, pad_id: int,
+                 **overrides) -> EncoderConfig:
+  """The config of a named size (`SIZES`) in `layout`, for fresh weights."""
+  if size not in SIZES:
+    raise ValueError(f"model.size={size!r}; use one of {sorted(SIZES)}.")
+  layers, hidden, heads, mlp = SIZES[size]
+  xlmr = layout == "xlmr"
+  return EncoderConfig(
+      layout=layout, vocab_size=vocab_size, num_layers=layers,
+      hidden_size=hidden, num_heads=heads, mlp_size=mlp,
+      max_positions=514 if xlmr else 512, type_vocab_size=1 if xlmr else 2,
+      layer_norm_eps=1e-5 if xlmr else 1e-12, pad_id=pad_id, **overrides)
+
+
+def position_ids(mask: jax.Array, layout: Layout, pad_id: int) -> jax.Array:
+  """Position ids as the layout defines them ([batch, length] int32).
+
+  XLM-R numbers the non-padding tokens from pad_id + 1 and gives padding
+  tokens pad_id (as RoBERTa's `create_position_ids_from_input_ids`); BERT
+  numbers every slot from 0.
+  """
+  if layout == "xlmr":
+    mask = mask.astype(jnp.int32)
+    return jnp.cumsum(mask, axis=1) * mask + pad_id
+  return jnp.broadcast_to(jnp.arange(mask.shape[1], dtype=jnp.int32),
+                          mask.shape)
+
+
+class Dense(nnx.Module):
+  """x @ kernel + bias, with multi-dimensional, logically named in/outputs.
+
+  E.g. in_shape=(hidden,), out_shape=(heads, head_dim) projects [..., hidden]
+  to [..., heads, head_dim] with a [hidden, heads, head_dim] kernel.
+  """
+
+  def __init__(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...],
+               in_axes: tuple[str, ...], out_axes: tuple[str, ...],
+               cfg: EncoderConfig, *, rngs: nnx.Rngs):
+    pdtype = jnp.dtype(cfg.param_dtype)
+    init = nnx.initializers.normal(0.02)
+    self.kernel = nnx.Param(init(rngs.params(), in_shape + out_shape, pdtype),
+                            out_sharding=in_axes + out_axes)
+    self.bias = nnx.Param(jnp.zeros(out_shape, pdtype), out_sharding=out_axes)
+    n_in, n_out = len(in_shape), len(out_shape)
+    letters = "abcdefgh"
+    lhs, rhs = letters[:n_in], letters[n_in:n_in + n_out]
+    self._equation = f"...{lhs},{lhs}{rhs}->...{rhs}"
+    self._dtype = jnp.dtype(cfg.dtype)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel = self.kernel[...].astype(self._dtype)
+    return (jnp.einsum(self._equation, x.astype(self._dtype), kernel)
+            + self.bias[...].astype(self._dtype))
+
+
+class LayerNorm(nnx.Module):
+  """LayerNorm computed in float32, returned in the compute dtype."""
+
+  def __init__(self, cfg: EncoderConfig):
+    pdtype = jnp.dtype(cfg.param_dtype)
+    self.scale = nnx.Param(jnp.ones((cfg.hidden_size,), pdtype),
+                           out_sharding=("norm",))
+    self.bias = nnx.Param(jnp.zeros((cfg.hidden_size,), pdtype),
+                          out_sharding=("norm",))
+    self._eps = cfg.layer_norm_eps
+    self._dtype = jnp.dtype(cfg.dtype)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x = x.astype(jnp.float32)
+    mean = x.mean(-1, keepdims=True)
+    var = jnp.square(x - mean).mean(-1, keepdims=True)
+    y = (x - mean) * jax.lax.rsqrt(var + self._eps)
+    y = y * self.scale[...].astype(jnp.float32) + self.bias[...].astype(
+        jnp.float32)
+    return y.astype(self._dtype)
+
+
+class Embeddings(nnx.Module):
+  """Word + position + token-type embeddings, LayerNorm, dropout."""
+
+  def __init__(self, cfg: EncoderConfig, *, rngs: nnx.Rngs):
+    pdtype = jnp.dtype(cfg.param_dtype)
+    init = nnx.initializers.normal(0.02)
+    h = cfg.hidden_size
+    self.word = nnx.Param(init(rngs.params(), (cfg.padded_vocab_size, h),
+                               pdtype), out_sharding=("vocab", "embed"))
+    self.position = nnx.Param(init(rngs.params(), (cfg.max_positions, h),
+                                   pdtype), out_sharding=(None, "embed"))
+    self.token_type = nnx.Param(init(rngs.params(), (cfg.type_vocab_size, h),
+                                     pdtype), out_sharding=(None, "embed"))
+    self.layer_norm = LayerNorm(cfg)
+    self.dropout = nnx.Dropout(cfg.dropout_rate)
+    self._cfg = cfg
+
+  def __call__(self, ids: jax.Array, mask: jax.Array,
+               rngs: nnx.Rngs | None) -> jax.Array:
+    cfg = self._cfg
+    positions = position_ids(mask, cfg.layout, cfg.pad_id)
+    x = (jnp.take(self.word[...], ids, axis=0)
+         + jnp.take(self.position[...], positions, axis=0)
+         + self.token_type[...][0])
+    x = self.layer_norm(x)
+    return self.dropout(x, deterministic=rngs is None, rngs=rngs)
+
+
+class SelfAttention(nnx.Module):
+  """Multi-head self-attention over the non-padding keys."""
+
+  def __init__(self, cfg: EncoderConfig, *, rngs: nnx.Rngs):
+    h, heads = (cfg.hidden_size,), (cfg.num_heads, cfg.head_dim)
+    qkv = dict(in_shape=h, out_shape=heads, in_axes=("embed",),
+               out_axes=("heads", "kv"), cfg=cfg, rngs=rngs)
+    self.query = Dense(**qkv)
+    self.key = Dense(**qkv)
+    self.value = Dense(**qkv)
+    self.output = Dense(heads, h, ("heads", "kv"), ("embed",), cfg, rngs=rngs)
+    self.dropout = nnx.Dropout(cfg.dropout_rate)
+    self._scale = cfg.head_dim ** -0.5
+
+  def __call__(self, x: jax.Array, mask: jax.Array,
+               rngs: nnx.Rngs | None) -> jax.Array:
+    q, k, v = self.query(x), self.key(x), self.value(x)  # [b, l, heads, kv]
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)
+    logits = jnp.where(mask[:, None, None, :], logits * self._scale,
+                       jnp.finfo(jnp.float32).min)
+    weights = jax.nn.softmax(logits, axis=-1).astype(x.dtype)
+    weights = self.dropout(weights, deterministic=rngs is None, rngs=rngs)
+    return self.output(jnp.einsum("bhqk,bkhd->bqhd", weights, v))
+
+
+class Layer(nnx.Module):
+  """One post-LayerNorm transformer block: attention, then MLP."""
+
+  def __init__(self, cfg: EncoderConfig, *, rngs: nnx.Rngs):
+    h, f = (cfg.hidden_size,), (cfg.mlp_size,)
+    self.attention = SelfAttention(cfg, rngs=rngs)
+    self.attention_norm = LayerNorm(cfg)
+    self.mlp_in = Dense(h, f, ("embed",), ("mlp",), cfg, rngs=rngs)
+    self.mlp_out = Dense(f, h, ("mlp",), ("embed",), cfg, rngs=rngs)
+    self.mlp_norm = LayerNorm(cfg)
+    self.dropout = nnx.Dropout(cfg.dropout_rate)
+    self._activation = ACTIVATIONS[cfg.activation]
+
+  def __call__(self, x: jax.Array, mask: jax.Array,
+               rngs: nnx.Rngs | None) -> jax.Array:
+    deterministic = rngs is None
+    y = self.attention(x, mask, rngs)
+    x = self.attention_norm(
+        x + self.dropout(y, deterministic=deterministic, rngs=rngs))
+    y = self.mlp_out(self._activation(self.mlp_in(x)))
+    x = self.mlp_norm(
+        x + self.dropout(y, deterministic=deterministic, rngs=rngs))
+    return sharding.constrain(x, _ACT)
+
+
+class Encoder(nnx.Module):
+  """Token ids and attention mask -> contextual hidden states."""
+
+  def __init__(self, cfg: EncoderConfig, *, rngs: nnx.Rngs):
+    self.config = cfg
+    self.embeddings = Embeddings(cfg, rngs=rngs)
+    self.layers = nnx.List([Layer(cfg, rngs=rngs)
+                            for _ in range(cfg.num_layers)])
+
+  def __call__(self, ids: jax.Array, mask: jax.Array,
+               rngs: nnx.Rngs | None = None) -> jax.Array:
+    """Hidden states [batch, length, hidden] of `ids` ([batch, length]).
+
+    Args:
+      ids: token ids; padding slots hold `config.pad_id`.
+      mask: True (or 1) on real tokens.
+      rngs: dropout randomness (an `nnx.Rngs` with a "dropout" stream);
+        None runs deterministically (evaluation).
+    """
+    mask = mask.astype(bool)
+    x = sharding.constrain(self.embeddings(ids, mask, rngs), _ACT)
+    for layer in self.layers:
+      x = layer(x, mask, rngs)
+    return x
