@@ -101,25 +101,18 @@ def _model_config(model: config_lib.ModelConfig,
       separate_towers=model.separate_towers)
 
 
-def _load_weights(params: nnx.State, cfg: dual_encoder.DualEncoderConfig,
-                  directory: pathlib.Path) -> nnx.State:
-  """`params` with every tower's encoder (and pooler) from the checkpoint."""
-  flat = nnx.to_flat_state(params)
-  towers = ("query_tower", "passage_tower") if cfg.separate_towers else (
-      "query_tower",)
-  shapes = {path[1:]: leaf.shape for path, leaf in flat
-            if path[0] == "query_tower"}
-  loaded = hf_checkpoint.tower_params(
+def _checkpoint_params(cfg: dual_encoder.DualEncoderConfig,
+                       mesh: jax.sharding.Mesh, directory: pathlib.Path):
+  """Every tower's encoder (and pooler) parameters, by path, from a checkpoint."""
+  _, abstract = dual_encoder.abstract_state(cfg, mesh)
+  shapes = {path: leaf.get_value().shape
+            for path, leaf in nnx.to_flat_state(abstract["query_tower"])}
+  tower = hf_checkpoint.tower_params(
       hf_checkpoint.read_tensors(directory), cfg.encoder,
       cfg.pooling == "pooler", shapes, str(directory))
-
-  def replace(path, leaf):
-    if path[0] not in towers or path[1:] not in loaded:
-      return leaf
-    value = loaded[path[1:]].astype(leaf.dtype)
-    return leaf.replace(jax.device_put(value, leaf.sharding))
-
-  return nnx.from_flat_state([(p, replace(p, v)) for p, v in flat])
+  towers = ("query_tower", "passage_tower") if cfg.separate_towers else (
+      "query_tower",)
+  return {(t,) + path: value for t in towers for path, value in tower.items()}
 
 
 def load_model(model: config_lib.ModelConfig, mesh: jax.sharding.Mesh,
@@ -136,9 +129,9 @@ def load_model(model: config_lib.ModelConfig, mesh: jax.sharding.Mesh,
   directory = checkpoint_dir(model.init, cache_dir)
   tokenizer = tokenization.load_tokenizer(model.tokenizer or str(directory))
   cfg = _model_config(model, directory, tokenizer)
-  graphdef, params = dual_encoder.init_state(cfg, mesh, seed)
-  if directory is not None:
-    params = _load_weights(params, cfg, directory)
+  given = (None if directory is None
+           else _checkpoint_params(cfg, mesh, directory))
+  graphdef, params = dual_encoder.init_state(cfg, mesh, seed, given)
   return LoadedModel(config=cfg, graphdef=graphdef, params=params,
                      tokenizer=tokenizer)
 

@@ -67,6 +67,20 @@ def _load(directory, mesh, **model):
   return pretrained.load_model(cfg, mesh, seed=0, cache_dir=directory)
 
 
+@pytest.fixture(scope="module")
+def load(checkpoint, mesh):
+  """Loads the checkpoint with given model options, once per options."""
+  cache = {}
+
+  def get(**model):
+    key = tuple(sorted(model.items()))
+    if key not in cache:
+      cache[key] = _load(checkpoint[1], mesh, **model)
+    return cache[key]
+
+  return get
+
+
 def _torch_outputs(torch_model, ids, mask):
   with torch.no_grad():
     out = torch_model(input_ids=torch.from_numpy(ids),
@@ -82,11 +96,11 @@ def _normalize(x):
   return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
-def test_hidden_states_match_pytorch(checkpoint, mesh):
-  _, directory, torch_model = checkpoint
+def test_hidden_states_match_pytorch(checkpoint, load, mesh):
+  torch_model = checkpoint[2]
   ids, mask = _batch()
   expected, _ = _torch_outputs(torch_model, ids, mask)
-  loaded = _load(directory, mesh)
+  loaded = load()
   with sharding.use_mesh(mesh):
     model = nnx.merge(loaded.graphdef, loaded.params)
     hidden = model.query_tower.encoder(ids.astype(np.int32), mask)
@@ -95,11 +109,11 @@ def test_hidden_states_match_pytorch(checkpoint, mesh):
 
 
 @pytest.mark.parametrize("pooling", ["mean", "cls", "pooler"])
-def test_pooled_embeddings_match_pytorch(checkpoint, mesh, pooling):
-  _, directory, torch_model = checkpoint
+def test_pooled_embeddings_match_pytorch(checkpoint, load, mesh, pooling):
+  torch_model = checkpoint[2]
   ids, mask = _batch()
   _, pooled = _torch_outputs(torch_model, ids, mask)
-  loaded = _load(directory, mesh, pooling=pooling)
+  loaded = load(pooling=pooling)
   tokens = tokenization.TokenArrays(
       ids=ids.astype(np.int32), lengths=mask.sum(1).astype(np.int32))
   for tower in ("query", "passage"):
@@ -107,9 +121,8 @@ def test_pooled_embeddings_match_pytorch(checkpoint, mesh, pooling):
     np.testing.assert_allclose(ours, _normalize(pooled[pooling]), atol=1e-5)
 
 
-def test_separate_towers_start_from_the_same_weights(checkpoint, mesh):
-  _, directory, _ = checkpoint
-  loaded = _load(directory, mesh, separate_towers=True)
+def test_separate_towers_start_from_the_same_weights(load):
+  loaded = load(separate_towers=True)
   q = nnx.to_flat_state(loaded.params["query_tower"])
   p = dict(nnx.to_flat_state(loaded.params["passage_tower"]))
   for path, leaf in q:
@@ -129,9 +142,9 @@ def test_pytorch_bin_checkpoint_loads(tmp_path, mesh):
 
 
 def test_vocabulary_is_padded_with_rows_the_tokenizer_never_produces(
-    checkpoint, mesh):
-  _, directory, torch_model = checkpoint
-  loaded = _load(directory, mesh)
+    checkpoint, load):
+  torch_model = checkpoint[2]
+  loaded = load()
   word = np.asarray(loaded.params["query_tower"]["encoder"]["embeddings"]
                     ["word"][...])
   assert word.shape[0] % 128 == 0 and word.shape[0] >= TINY["vocab_size"]

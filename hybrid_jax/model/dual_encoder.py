@@ -8,10 +8,11 @@ projected, and L2-normalised.
 """
 
 import dataclasses
-from typing import Literal
+from typing import Literal, Mapping
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from hybrid_jax import sharding
@@ -125,14 +126,36 @@ def abstract_state(cfg: DualEncoderConfig, mesh: jax.sharding.Mesh):
   return graphdef, state
 
 
-def init_state(cfg: DualEncoderConfig, mesh: jax.sharding.Mesh, seed: int):
-  """(graphdef, freshly initialised parameters, created already sharded)."""
+def init_state(cfg: DualEncoderConfig, mesh: jax.sharding.Mesh, seed: int,
+               given: Mapping[tuple[str | int, ...], np.ndarray] | None = None):
+  """(graphdef, parameters), every parameter created directly in its sharding.
+
+  Args:
+    cfg: the model.
+    mesh: where the parameters live.
+    seed: initialises the parameters `given` lacks.
+    given: values of some parameters by path (e.g. from a checkpoint); only
+      the others are initialised (XLA drops the rest of the initialiser).
+  """
+  given = given or {}
   graphdef, abstract = abstract_state(cfg, mesh)
+  flat = nnx.to_flat_state(abstract)
+  fresh_paths = [path for path, _ in flat if path not in given]
 
   def init():
-    return nnx.state(DualEncoder(cfg, rngs=nnx.Rngs(seed)))
+    state = nnx.state(DualEncoder(cfg, rngs=nnx.Rngs(seed)))
+    values = dict(nnx.to_flat_state(state))
+    return [values[path][...] for path in fresh_paths]
 
+  shardings = dict(flat)
   with sharding.use_mesh(mesh):
-    state = jax.jit(init, out_shardings=nnx.get_named_sharding(
-        abstract, mesh))()
-  return graphdef, state
+    fresh = jax.jit(init, out_shardings=[
+        shardings[p].get_value().sharding for p in fresh_paths])()
+  values = dict(zip(fresh_paths, fresh))
+  for path, leaf in flat:
+    if path in given:
+      target = leaf.get_value()
+      values[path] = jax.device_put(given[path].astype(target.dtype),
+                                    target.sharding)
+  return graphdef, nnx.from_flat_state(
+      [(path, leaf.replace(values[path])) for path, leaf in flat])
