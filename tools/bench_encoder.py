@@ -46,7 +46,8 @@ def main(argv):
   loaded = pretrained.load_model(
       config_lib.ModelConfig(init=_MODEL.value, dropout_rate=0.0,
                              dtype=_DTYPE.value), mesh, 0, cache_dir)
-  torch_model = transformers.AutoModel.from_pretrained(directory).eval()
+  torch_model = transformers.AutoModel.from_pretrained(
+      directory, add_pooling_layer=False).eval()
 
   b, n = _BATCH_SIZE.value, _LENGTH.value
   rng = np.random.default_rng(0)

@@ -1,0 +1,107 @@
+"""The encoder's own behaviour: positions, dropout, dtypes, config checks."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from hybrid_jax import config as config_lib
+from hybrid_jax import sharding
+from hybrid_jax.model import dual_encoder
+from hybrid_jax.model import encoder
+
+
+@pytest.fixture(scope="module")
+def mesh():
+  return sharding.make_mesh(devices=jax.devices()[:1])
+
+
+def _model(mesh, **overrides):
+  cfg = dual_encoder.DualEncoderConfig(
+      encoder.sized_config("tiny", "xlmr", 260, pad_id=1, **overrides))
+  graphdef, params = dual_encoder.init_state(cfg, mesh, seed=0)
+  return nnx.merge(graphdef, params)
+
+
+def _batch():
+  ids = np.array([[0, 9, 8, 7, 2], [0, 5, 2, 1, 1]], np.int32)
+  return ids, ids != 1
+
+
+def test_position_ids_by_hand():
+  mask = np.array([[1, 1, 1, 0], [1, 1, 0, 0]], bool)
+  np.testing.assert_array_equal(encoder.position_ids(mask, "xlmr", 1),
+                                [[2, 3, 4, 1], [2, 3, 1, 1]])
+  np.testing.assert_array_equal(encoder.position_ids(mask, "bert", 0),
+                                [[0, 1, 2, 3], [0, 1, 2, 3]])
+
+
+def test_dropout_only_with_rngs(mesh):
+  model = _model(mesh, dropout_rate=0.5)
+  ids, mask = _batch()
+  with sharding.use_mesh(mesh):
+    plain = [model.encode_query(ids, mask) for _ in range(2)]
+    dropped = [model.encode_query(ids, mask, rngs=nnx.Rngs(dropout=k))
+               for k in (0, 0, 1)]
+  np.testing.assert_array_equal(plain[0], plain[1])  # Deterministic.
+  np.testing.assert_array_equal(dropped[0], dropped[1])  # Same key.
+  assert not np.allclose(dropped[0], dropped[2])  # Another key.
+  assert not np.allclose(dropped[0], plain[0])
+
+
+def test_padding_does_not_change_embeddings(mesh):
+  model = _model(mesh)
+  ids, mask = _batch()
+  wider = np.pad(ids, ((0, 0), (0, 6)), constant_values=1)
+  with sharding.use_mesh(mesh):
+    short = model.encode_passage(ids, mask)
+    long = model.encode_passage(wider, wider != 1)
+  np.testing.assert_allclose(long, short, atol=1e-6)
+
+
+def test_bfloat16_compute_stays_close_to_float32(mesh):
+  ids, mask = _batch()
+  with sharding.use_mesh(mesh):
+    f32 = _model(mesh).encode_query(ids, mask)
+    bf16 = _model(mesh, dtype="bfloat16").encode_query(ids, mask)  # Same init.
+    stored = _model(mesh, param_dtype="bfloat16")
+  assert bf16.dtype == jnp.float32  # Embeddings are always float32.
+  np.testing.assert_allclose(bf16, f32, atol=3e-2)
+  assert stored.query_tower.encoder.embeddings.word[...].dtype == jnp.bfloat16
+
+
+def test_projection_sets_the_embedding_size(mesh):
+  cfg = dual_encoder.DualEncoderConfig(
+      encoder.sized_config("tiny", "bert", 260, pad_id=1), pooling="cls",
+      projection_dim=16)
+  graphdef, params = dual_encoder.init_state(cfg, mesh, seed=0)
+  ids, mask = _batch()
+  with sharding.use_mesh(mesh):
+    out = nnx.merge(graphdef, params).encode_query(ids, mask)
+  assert out.shape == (2, 16)
+  np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(pooling="max"), "model.pooling='max'"),
+    (dict(projection_dim=-1), "projection_dim=-1"),
+])
+def test_bad_dual_encoder_settings(kwargs, match):
+  enc = encoder.sized_config("tiny", "xlmr", 260, pad_id=1)
+  with pytest.raises(ValueError, match=match):
+    dual_encoder.DualEncoderConfig(enc, **kwargs)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: encoder.sized_config("huge", "xlmr", 9, 1), "model.size='huge'"),
+    (lambda: encoder.sized_config("tiny", "gpt", 9, 1), "layout='gpt'"),
+    (lambda: encoder.sized_config("tiny", "bert", 9, 1, dtype="float16"),
+     "dtype='float16'"),
+    (lambda: encoder.sized_config("tiny", "bert", 9, 1, activation="swish"),
+     "activation 'swish'"),
+    (lambda: config_lib.ModelConfig(dropout_rate=1.0), "dropout_rate=1.0"),
+])
+def test_bad_encoder_settings(call, match):
+  with pytest.raises(ValueError, match=match):
+    call()
