@@ -8,6 +8,7 @@ import pytest
 import torch
 import transformers
 from flax import nnx
+from safetensors import numpy as safetensors_numpy
 
 from data_pipeline import tokenization
 from hybrid_jax import config as config_lib
@@ -89,7 +90,13 @@ def _torch_outputs(torch_model, ids, mask):
   m = mask[..., None].astype(np.float32)
   return hidden, {"mean": (hidden * m).sum(1) / m.sum(1),
                   "cls": hidden[:, 0],
-                  "pooler": out.pooler_output.numpy()}
+                  "pooler": out.pooler_output}
+
+
+def _hidden_states(loaded, mesh, ids, mask):
+  with sharding.use_mesh(mesh):
+    model = nnx.merge(loaded.graphdef, loaded.params)
+    return np.asarray(model.query_tower.encoder(ids.astype(np.int32), mask))
 
 
 def _normalize(x):
@@ -100,12 +107,9 @@ def test_hidden_states_match_pytorch(checkpoint, load, mesh):
   torch_model = checkpoint[2]
   ids, mask = _batch()
   expected, _ = _torch_outputs(torch_model, ids, mask)
-  loaded = load()
-  with sharding.use_mesh(mesh):
-    model = nnx.merge(loaded.graphdef, loaded.params)
-    hidden = model.query_tower.encoder(ids.astype(np.int32), mask)
+  hidden = _hidden_states(load(), mesh, ids, mask)
   # Every position, padding included: positions and masks match exactly.
-  np.testing.assert_allclose(np.asarray(hidden), expected, atol=1e-5)
+  np.testing.assert_allclose(hidden, expected, atol=1e-5)
 
 
 @pytest.mark.parametrize("pooling", ["mean", "cls", "pooler"])
@@ -118,7 +122,8 @@ def test_pooled_embeddings_match_pytorch(checkpoint, load, mesh, pooling):
       ids=ids.astype(np.int32), lengths=mask.sum(1).astype(np.int32))
   for tower in ("query", "passage"):
     ours = embedding.embed_token_arrays(loaded, mesh, tokens, tower)
-    np.testing.assert_allclose(ours, _normalize(pooled[pooling]), atol=1e-5)
+    np.testing.assert_allclose(ours, _normalize(np.asarray(pooled[pooling])),
+                               atol=1e-5)
 
 
 def test_separate_towers_start_from_the_same_weights(load):
@@ -134,11 +139,21 @@ def test_pytorch_bin_checkpoint_loads(tmp_path, mesh):
   assert (tmp_path / "pytorch_model.bin").is_file()
   ids, mask = _batch()
   expected, _ = _torch_outputs(torch_model, ids, mask)
-  loaded = _load(tmp_path, mesh)
-  with sharding.use_mesh(mesh):
-    hidden = nnx.merge(loaded.graphdef, loaded.params).query_tower.encoder(
-        ids.astype(np.int32), mask)
-  np.testing.assert_allclose(np.asarray(hidden), expected, atol=1e-5)
+  hidden = _hidden_states(_load(tmp_path, mesh), mesh, ids, mask)
+  np.testing.assert_allclose(hidden, expected, atol=1e-5)
+
+
+def test_task_model_checkpoint_loads_its_encoder(tmp_path, mesh):
+  # Hub checkpoints such as xlm-roberta-large are XLMRobertaForMaskedLM:
+  # "roberta."-prefixed names plus an LM head that we skip.
+  torch.manual_seed(0)
+  cfg = transformers.XLMRobertaConfig(**TINY, layer_norm_eps=1e-5)
+  masked_lm = transformers.XLMRobertaForMaskedLM(cfg)
+  masked_lm.save_pretrained(tmp_path)
+  ids, mask = _batch()
+  expected, _ = _torch_outputs(masked_lm.roberta.eval(), ids, mask)
+  hidden = _hidden_states(_load(tmp_path, mesh), mesh, ids, mask)
+  np.testing.assert_allclose(hidden, expected, atol=1e-5)
 
 
 def test_vocabulary_is_padded_with_rows_the_tokenizer_never_produces(
@@ -163,41 +178,40 @@ def broken(tmp_path):
   return tmp_path
 
 
+def _edit_config(directory, **changes):
+  file = directory / "config.json"
+  file.write_text(json.dumps({**json.loads(file.read_text()), **changes}))
+
+
+def _edit_tensors(directory, edit):
+  file = str(directory / "model.safetensors")
+  tensors = safetensors_numpy.load_file(file)
+  edit(tensors)
+  safetensors_numpy.save_file(tensors, file)
+
+
 def test_missing_tensor_is_named(broken, mesh):
-  from safetensors import numpy as st  # pylint: disable=g-import-not-at-top
-  file = broken / "model.safetensors"
-  tensors = st.load_file(str(file))
-  del tensors["encoder.layer.1.output.dense.weight"]
-  st.save_file(tensors, str(file))
+  _edit_tensors(broken,
+                lambda t: t.pop("encoder.layer.1.output.dense.weight"))
   with pytest.raises(ValueError, match=r"missing \['encoder.layer.1.output"):
     _load(broken, mesh)
 
 
 def test_wrong_shape_is_named(broken, mesh):
-  file = broken / "config.json"
-  c = json.loads(file.read_text())
-  c["intermediate_size"] = 48
-  file.write_text(json.dumps(c))
+  _edit_config(broken, intermediate_size=48)
   with pytest.raises(ValueError, match=r"wrong shape \['encoder.layer.0"):
     _load(broken, mesh)
 
 
 def test_unexpected_tensor_is_named(broken, mesh):
-  from safetensors import numpy as st  # pylint: disable=g-import-not-at-top
-  file = broken / "model.safetensors"
-  tensors = st.load_file(str(file))
-  tensors["encoder.layer.2.output.dense.weight"] = np.zeros((2, 2),
-                                                            np.float32)
-  st.save_file(tensors, str(file))
+  _edit_tensors(broken, lambda t: t.update({
+      "encoder.layer.2.output.dense.weight": np.zeros((2, 2), np.float32)}))
   with pytest.raises(ValueError, match=r"unexpected \['encoder.layer.2"):
     _load(broken, mesh)
 
 
 def test_unknown_architecture(broken, mesh):
-  file = broken / "config.json"
-  c = json.loads(file.read_text())
-  c["model_type"] = "gpt2"
-  file.write_text(json.dumps(c))
+  _edit_config(broken, model_type="gpt2")
   with pytest.raises(ValueError, match="unknown architecture.*gpt2"):
     _load(broken, mesh)
 
