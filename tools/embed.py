@@ -51,7 +51,12 @@ def main(argv):
   if output.exists() and not _OVERWRITE.value:
     raise app.UsageError(f"--output={output} exists; pass --overwrite to "
                          "replace it.")
-  texts = source.read_text(encoding="utf-8").splitlines()
+  # One text per line, split at "\n" only (str.splitlines would also split
+  # at U+2028, form feeds, ... inside a line).
+  lines = source.read_text(encoding="utf-8").split("\n")
+  if lines[-1] == "":  # A final newline ends the last line, opens none.
+    lines.pop()
+  texts = [line.removesuffix("\r") for line in lines]
   model = config_lib.ModelConfig(init=_MODEL.value, tokenizer=_TOKENIZER.value,
                                  pooling=_POOLING.value)
   mesh = sharding.make_mesh()
@@ -64,8 +69,12 @@ def main(argv):
   output.parent.mkdir(parents=True, exist_ok=True)
   with tempfile.NamedTemporaryFile(dir=output.parent, suffix=".npy",
                                    delete=False) as tmp:
-    np.save(tmp, vectors)
-  os.replace(tmp.name, output)
+    try:
+      np.save(tmp, vectors)
+    except BaseException:
+      os.unlink(tmp.name)
+      raise
+  os.replace(tmp.name, output)  # Atomic: no half-written output.
   print(f"{output}: {vectors.shape[0]} x {vectors.shape[1]} float32")
 
 

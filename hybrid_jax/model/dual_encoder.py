@@ -1,8 +1,8 @@
 """The dual encoder: questions and passages to L2-normalised embeddings.
 
 One encoder tower is shared by questions and passages (as in the paper);
-`separate_towers` gives passages a tower of their own, initialised from the
-same weights. A tower's hidden states are pooled (`cls`, `mean` over the
+`separate_towers` gives passages a tower of their own, starting from the
+same weights as the query tower (see `init_state`). A tower's hidden states are pooled (`cls`, `mean` over the
 attention mask, or `pooler`: LaBSE's dense + tanh over CLS), optionally
 projected, and L2-normalised.
 """
@@ -19,6 +19,8 @@ from hybrid_jax import sharding
 from hybrid_jax.model import encoder as encoder_lib
 
 Pooling = Literal["cls", "mean", "pooler"]
+POOLINGS = ("cls", "mean", "pooler")
+ParamPath = tuple[str | int, ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,8 +40,13 @@ class DualEncoderConfig:
   separate_towers: bool = False
   normalize: bool = True
 
+  @property
+  def embedding_dim(self) -> int:
+    """Size of the output embeddings."""
+    return self.projection_dim or self.encoder.hidden_size
+
   def __post_init__(self):
-    if self.pooling not in ("cls", "mean", "pooler"):
+    if self.pooling not in POOLINGS:
       raise ValueError(f"model.pooling={self.pooling!r}: use 'cls', 'mean' "
                        "or 'pooler'.")
     if self.projection_dim < 0:
@@ -78,6 +85,7 @@ class Tower(nnx.Module):
 
   def __call__(self, ids: jax.Array, mask: jax.Array,
                rngs: nnx.Rngs | None = None) -> jax.Array:
+    """Embeddings [batch, dim] (float32) of token ids [batch, length]."""
     hidden = self.encoder(ids, mask, rngs)
     if self._cfg.pooling == "mean":
       pooled = mean_pool(hidden, mask)
@@ -126,36 +134,46 @@ def abstract_state(cfg: DualEncoderConfig, mesh: jax.sharding.Mesh):
   return graphdef, state
 
 
+def _initial_source(path: ParamPath) -> ParamPath:
+  """The parameter whose initial value `path` takes.
+
+  Separate towers start from the same weights: the query tower's.
+  """
+  if path[0] == "passage_tower":
+    return ("query_tower",) + path[1:]
+  return path
+
+
 def init_state(cfg: DualEncoderConfig, mesh: jax.sharding.Mesh, seed: int,
-               given: Mapping[tuple[str | int, ...], np.ndarray] | None = None):
+               given: Mapping[ParamPath, np.ndarray] | None = None):
   """(graphdef, parameters), every parameter created directly in its sharding.
 
   Args:
     cfg: the model.
     mesh: where the parameters live.
     seed: initialises the parameters `given` lacks.
-    given: values of some parameters by path (e.g. from a checkpoint); only
-      the others are initialised (XLA drops the rest of the initialiser).
+    given: values of some parameters by path (e.g. the query tower's from a
+      checkpoint); only the others are initialised (XLA drops the rest of
+      the initialiser). A passage tower copies the query tower's values.
   """
   given = given or {}
   graphdef, abstract = abstract_state(cfg, mesh)
   flat = nnx.to_flat_state(abstract)
-  fresh_paths = [path for path, _ in flat if path not in given]
+  fresh_paths = [p for p, _ in flat if _initial_source(p) not in given]
 
   def init():
     state = nnx.state(DualEncoder(cfg, rngs=nnx.Rngs(seed)))
     values = dict(nnx.to_flat_state(state))
-    return [values[path][...] for path in fresh_paths]
+    return [values[_initial_source(p)][...] for p in fresh_paths]
 
-  shardings = dict(flat)
+  targets = {path: leaf.get_value() for path, leaf in flat}
   with sharding.use_mesh(mesh):
-    fresh = jax.jit(init, out_shardings=[
-        shardings[p].get_value().sharding for p in fresh_paths])()
+    fresh = jax.jit(init, out_shardings=[targets[p].sharding
+                                         for p in fresh_paths])()
   values = dict(zip(fresh_paths, fresh))
-  for path, leaf in flat:
-    if path in given:
-      target = leaf.get_value()
-      values[path] = jax.device_put(given[path].astype(target.dtype),
-                                    target.sharding)
+  for path, target in targets.items():
+    if _initial_source(path) in given:
+      values[path] = jax.device_put(
+          given[_initial_source(path)].astype(target.dtype), target.sharding)
   return graphdef, nnx.from_flat_state(
       [(path, leaf.replace(values[path])) for path, leaf in flat])

@@ -23,6 +23,7 @@ from flax import nnx
 from hybrid_jax import sharding
 
 Layout = Literal["xlmr", "bert"]
+LAYOUTS = ("xlmr", "bert")
 
 # (layers, hidden size, heads, MLP size) of the sizes a run can name.
 SIZES = {
@@ -39,6 +40,7 @@ ACTIVATIONS = {
     "relu": jax.nn.relu,
 }
 
+DTYPES = ("float32", "bfloat16")
 VOCAB_MULTIPLE = 128  # The embedding table is padded to this many rows.
 
 _ACT = ("act_batch", "act_length", "act_embed")
@@ -58,7 +60,10 @@ class EncoderConfig:
     pad_id: padding token id (XLM-R positions start after it).
     activation: MLP activation, a key of `ACTIVATIONS`.
     dropout_rate: dropout on embeddings, attention weights and block outputs.
-    dtype: compute dtype; param_dtype: storage dtype of the parameters.
+    dtype: compute dtype; param_dtype: storage dtype of the parameters. On
+      GPU/TPU, float32 matmuls run at the backend's default precision (TF32
+      or bf16 passes); set `jax_default_matmul_precision=highest` for exact
+      float32.
   """
   layout: Layout
   vocab_size: int
@@ -76,7 +81,7 @@ class EncoderConfig:
   param_dtype: str = "float32"
 
   def __post_init__(self):
-    if self.layout not in ("xlmr", "bert"):
+    if self.layout not in LAYOUTS:
       raise ValueError(f"layout={self.layout!r}: use 'xlmr' or 'bert'.")
     if self.hidden_size % self.num_heads:
       raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of "
@@ -85,17 +90,26 @@ class EncoderConfig:
       raise ValueError(f"activation {self.activation!r} is not supported; "
                        f"known: {sorted(ACTIVATIONS)}.")
     for name in ("dtype", "param_dtype"):
-      if getattr(self, name) not in ("float32", "bfloat16"):
+      if getattr(self, name) not in DTYPES:
         raise ValueError(f"{name}={getattr(self, name)!r}: use 'float32' or "
                          "'bfloat16'.")
 
   @property
   def padded_vocab_size(self) -> int:
+    """Rows of the embedding table: vocab_size rounded up to VOCAB_MULTIPLE."""
     return -(-self.vocab_size // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
 
   @property
   def head_dim(self) -> int:
+    """Size of one attention head."""
     return self.hidden_size // self.num_heads
+
+  @property
+  def max_length(self) -> int:
+    """Longest input (tokens) the position table covers."""
+    if self.layout == "xlmr":  # Positions pad_id + 1 ... pad_id + length.
+      return self.max_positions - self.pad_id - 1
+    return self.max_positions
 
 
 def sized_config(size: str, layout: Layout, vocab_size: int, pad_id: int,
@@ -148,6 +162,7 @@ class Dense(nnx.Module):
     self._dtype = jnp.dtype(cfg.dtype)
 
   def __call__(self, x: jax.Array) -> jax.Array:
+    """Projects the trailing input dimensions of `x` to the output ones."""
     kernel = self.kernel[...].astype(self._dtype)
     return (jnp.einsum(self._equation, x.astype(self._dtype), kernel)
             + self.bias[...].astype(self._dtype))
@@ -166,6 +181,7 @@ class LayerNorm(nnx.Module):
     self._dtype = jnp.dtype(cfg.dtype)
 
   def __call__(self, x: jax.Array) -> jax.Array:
+    """Normalises the last axis of `x`."""
     x = x.astype(jnp.float32)
     mean = x.mean(-1, keepdims=True)
     var = jnp.square(x - mean).mean(-1, keepdims=True)
@@ -194,11 +210,13 @@ class Embeddings(nnx.Module):
 
   def __call__(self, ids: jax.Array, mask: jax.Array,
                rngs: nnx.Rngs | None) -> jax.Array:
+    """Embeds `ids` [batch, length]; `mask` marks the real tokens."""
     cfg = self._cfg
     positions = position_ids(mask, cfg.layout, cfg.pad_id)
-    x = (jnp.take(self.word[...], ids, axis=0)
-         + jnp.take(self.position[...], positions, axis=0)
-         + self.token_type[...][0])
+    dtype = jnp.dtype(cfg.dtype)  # Summed in the compute dtype.
+    x = (jnp.take(self.word[...], ids, axis=0).astype(dtype)
+         + jnp.take(self.position[...], positions, axis=0).astype(dtype)
+         + self.token_type[...][0].astype(dtype))
     x = self.layer_norm(x)
     return self.dropout(x, deterministic=rngs is None, rngs=rngs)
 
@@ -219,6 +237,7 @@ class SelfAttention(nnx.Module):
 
   def __call__(self, x: jax.Array, mask: jax.Array,
                rngs: nnx.Rngs | None) -> jax.Array:
+    """Attends from every position of `x` to the keys where `mask` is set."""
     q, k, v = self.query(x), self.key(x), self.value(x)  # [b, l, heads, kv]
     logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)
     logits = jnp.where(mask[:, None, None, :], logits * self._scale,
@@ -243,6 +262,7 @@ class Layer(nnx.Module):
 
   def __call__(self, x: jax.Array, mask: jax.Array,
                rngs: nnx.Rngs | None) -> jax.Array:
+    """Applies the block to hidden states `x` [batch, length, hidden]."""
     deterministic = rngs is None
     y = self.attention(x, mask, rngs)
     x = self.attention_norm(
@@ -272,6 +292,11 @@ class Encoder(nnx.Module):
       rngs: dropout randomness (an `nnx.Rngs` with a "dropout" stream);
         None runs deterministically (evaluation).
     """
+    if ids.shape[1] > self.config.max_length:
+      raise ValueError(
+          f"Inputs of {ids.shape[1]} tokens exceed the model's "
+          f"{self.config.max_positions} positions: use a max length of at "
+          f"most {self.config.max_length} tokens.")
     mask = mask.astype(bool)
     x = sharding.constrain(self.embeddings(ids, mask, rngs), _ACT)
     for layer in self.layers:

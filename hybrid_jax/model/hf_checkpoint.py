@@ -16,16 +16,26 @@ import numpy as np
 from hybrid_jax.model import encoder as encoder_lib
 
 LAYOUTS = {"xlm-roberta": "xlmr", "roberta": "xlmr", "bert": "bert"}
+# config.json key -> EncoderConfig field.
+_CONFIG_KEYS = {
+    "vocab_size": "vocab_size", "num_hidden_layers": "num_layers",
+    "hidden_size": "hidden_size", "num_attention_heads": "num_heads",
+    "intermediate_size": "mlp_size",
+    "max_position_embeddings": "max_positions",
+    "type_vocab_size": "type_vocab_size", "layer_norm_eps": "layer_norm_eps",
+    "pad_token_id": "pad_id"}
 
 # Prefixes of task-model checkpoints (e.g. XLMRobertaForMaskedLM).
 _MODEL_PREFIXES = ("roberta.", "bert.", "model.")
 # Tensors of heads we never use (masked-LM, NSP) and non-weight buffers.
 _IGNORED_PREFIXES = ("lm_head.", "cls.", "embeddings.position_ids")
 
-Path = tuple[str | int, ...]
+ParamPath = tuple[str | int, ...]
+Transform = Callable[[np.ndarray], np.ndarray]
 
 
-def read_config(directory: pathlib.Path, **overrides) -> encoder_lib.EncoderConfig:
+def read_config(directory: pathlib.Path,
+                **overrides) -> encoder_lib.EncoderConfig:
   """The encoder architecture of a checkpoint's config.json.
 
   Args:
@@ -37,7 +47,10 @@ def read_config(directory: pathlib.Path, **overrides) -> encoder_lib.EncoderConf
     raise FileNotFoundError(
         f"{directory} has no config.json: point model.init=hf:<dir> at a "
         "Hugging Face checkpoint directory (config.json + model.safetensors).")
-  c = json.loads(file.read_text())
+  try:
+    c = json.loads(file.read_text())
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{file} is not valid JSON ({e}).") from e
   model_type = c.get("model_type")
   if model_type not in LAYOUTS:
     raise ValueError(
@@ -46,14 +59,17 @@ def read_config(directory: pathlib.Path, **overrides) -> encoder_lib.EncoderConf
   if c.get("position_embedding_type", "absolute") != "absolute":
     raise ValueError(f"{file}: only absolute position embeddings are "
                      f"supported, not {c['position_embedding_type']!r}.")
-  return encoder_lib.EncoderConfig(
-      layout=LAYOUTS[model_type], vocab_size=c["vocab_size"],
-      num_layers=c["num_hidden_layers"], hidden_size=c["hidden_size"],
-      num_heads=c["num_attention_heads"], mlp_size=c["intermediate_size"],
-      max_positions=c["max_position_embeddings"],
-      type_vocab_size=c["type_vocab_size"],
-      layer_norm_eps=c["layer_norm_eps"], pad_id=c.get("pad_token_id", 1),
-      activation=c.get("hidden_act", "gelu"), **overrides)
+  missing = sorted(set(_CONFIG_KEYS) - set(c))
+  if missing or c.get("pad_token_id") is None:
+    raise ValueError(f"{file} lacks {missing or ['pad_token_id']}: it is not "
+                     "a complete XLM-R/BERT config.json.")
+  fields = {field: c[key] for key, field in _CONFIG_KEYS.items()}
+  try:
+    return encoder_lib.EncoderConfig(
+        layout=LAYOUTS[model_type], activation=c.get("hidden_act", "gelu"),
+        **fields, **overrides)
+  except ValueError as e:
+    raise ValueError(f"{file}: {e}") from e
 
 
 def _load_safetensors(file: pathlib.Path) -> dict[str, np.ndarray]:
@@ -94,13 +110,26 @@ def read_tensors(directory: pathlib.Path) -> dict[str, np.ndarray]:
 
 
 def _canonical(name: str) -> str:
+  """The base-model name of a tensor (no task prefix, no gamma/beta)."""
   for prefix in _MODEL_PREFIXES:
     name = name.removeprefix(prefix)
   return name.replace("LayerNorm.gamma", "LayerNorm.weight").replace(
       "LayerNorm.beta", "LayerNorm.bias")
 
 
-def _dense(prefix: str, target: Path, in_shape, out_shape):
+def _canonical_tensors(tensors: dict[str, np.ndarray],
+                       source: str) -> dict[str, np.ndarray]:
+  out = {}
+  for name, value in tensors.items():
+    key = _canonical(name)
+    if key in out:
+      raise ValueError(f"Checkpoint {source} holds {key!r} twice (under "
+                       "different prefixes); keep one copy.")
+    out[key] = value
+  return out
+
+
+def _dense(prefix: str, target: ParamPath, in_shape, out_shape):
   """Name map of a torch Linear ([out, in]) onto our Dense kernel and bias."""
   return {
       f"{prefix}.weight": (target + ("kernel",),
@@ -109,14 +138,14 @@ def _dense(prefix: str, target: Path, in_shape, out_shape):
   }
 
 
-def _norm(prefix: str, target: Path):
+def _norm(prefix: str, target: ParamPath):
   keep = lambda x: x
   return {f"{prefix}.weight": (target + ("scale",), keep),
           f"{prefix}.bias": (target + ("bias",), keep)}
 
 
-def name_map(cfg: encoder_lib.EncoderConfig, pooler: bool
-             ) -> dict[str, tuple[Path, Callable[[np.ndarray], np.ndarray]]]:
+def name_map(cfg: encoder_lib.EncoderConfig,
+             pooler: bool) -> dict[str, tuple[ParamPath, Transform]]:
   """Checkpoint tensor name -> (our parameter path in a Tower, transform)."""
   h, heads = (cfg.hidden_size,), (cfg.num_heads, cfg.head_dim)
   f = (cfg.mlp_size,)
@@ -154,8 +183,8 @@ def name_map(cfg: encoder_lib.EncoderConfig, pooler: bool
 
 def tower_params(tensors: dict[str, np.ndarray],
                  cfg: encoder_lib.EncoderConfig, pooler: bool,
-                 expected_shapes: dict[Path, tuple[int, ...]],
-                 source: str) -> dict[Path, np.ndarray]:
+                 expected_shapes: dict[ParamPath, tuple[int, ...]],
+                 source: str) -> dict[ParamPath, np.ndarray]:
   """Our Tower parameters (by path) from a checkpoint's tensors.
 
   Args:
@@ -168,7 +197,7 @@ def tower_params(tensors: dict[str, np.ndarray],
   Raises:
     ValueError: listing missing, unexpected and mis-shaped tensors.
   """
-  tensors = {_canonical(k): v for k, v in tensors.items()}
+  tensors = _canonical_tensors(tensors, source)
   names = name_map(cfg, pooler)
   missing = sorted(set(names) - set(tensors))
   unexpected = sorted(
@@ -182,12 +211,17 @@ def tower_params(tensors: dict[str, np.ndarray],
     value = np.asarray(tensors[name], np.float32)
     try:
       value = transform(value)
-    except ValueError:
-      pass  # Reported as mis-shaped below.
+    except ValueError as e:  # Cannot take our shape.
+      misshaped.append(f"{name} {tensors[name].shape}: {e}")
+      continue
     if value.shape != expected_shapes[path]:
       misshaped.append(f"{name} {tensors[name].shape}")
     else:
       params[path] = value
+  if missing and all(m.startswith("pooler.") for m in missing):
+    raise ValueError(
+        f"Checkpoint {source} has no pooler (dense + tanh over CLS): set "
+        "model.pooling to 'cls' or 'mean'.")
   if missing or unexpected or misshaped:
     raise ValueError(
         f"Checkpoint {source} does not match the {cfg.layout} architecture of "
