@@ -29,6 +29,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         f"{PRESETS}, e.g. --config=configs/ratio_sweep.py:smoke.")
   c = ml_collections.ConfigDict()
   c.seed = 0
+  # Multi-host: call jax.distributed.initialize() first.
+  c.distributed = False
 
   c.data = ml_collections.ConfigDict()
   # Data root; empty: $HYBRID_JAX_DATA, else data/ in the repository.
@@ -87,7 +89,25 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.mesh.tensor = 1
 
   c.train = ml_collections.ConfigDict()
+  # Batches to train on (with accumulation: micro-batches).
   c.train.num_steps = 150
+  # AdamW as in the paper; linear warm-up, then linear or cosine decay to 0.
+  c.train.learning_rate = 3e-5
+  c.train.weight_decay = 0.01
+  c.train.warmup_fraction = 0.1
+  c.train.schedule = "linear"
+  c.train.grad_clip_norm = 1.0
+  c.train.grad_accum_steps = 1
+  # InfoNCE over cosine / temperature, in-batch and hard negatives.
+  c.train.temperature = 0.05
+  c.train.learn_temperature = False
+  # Also the passage -> question direction.
+  c.train.symmetric = False
+  # No gradients for the 96M-entry word embeddings (a large saving on CPU).
+  c.train.freeze_word_embeddings = True
+  c.train.log_every = 10
+  c.train.checkpoint_every = 50
+  c.train.keep_checkpoints = 2
 
   c.sweep = ml_collections.ConfigDict()
   c.sweep.ratios = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -108,6 +128,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.max_query_length = 32
     c.data.max_passage_length = 48
     c.train.num_steps = 2
+    c.train.freeze_word_embeddings = False
+    c.train.learning_rate = 1e-3
+    c.train.log_every = 1
+    c.train.checkpoint_every = 1
     c.sweep.ratios = (0.0, 1.0)
   elif preset == "tpu":
     c.model.init = "hf:FacebookAI/xlm-roberta-large"
@@ -116,5 +140,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.dtype = "bfloat16"
     c.data.max_passage_length = 128
     c.train.num_steps = 10_000
+    c.train.freeze_word_embeddings = False
+    c.train.checkpoint_every = 500
     c.sweep.seeds = (0, 1, 2)
   return c

@@ -69,12 +69,63 @@ class ModelConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-  """Training loop settings."""
+  """The contrastive loss, the optimiser and the training loop.
+
+  Attributes:
+    num_steps: batches to train on (with accumulation: micro-batches).
+    learning_rate: AdamW peak learning rate (the paper: 3e-5).
+    weight_decay: AdamW decoupled weight decay (the paper: 0.01); biases,
+      LayerNorms and the temperature are not decayed.
+    warmup_fraction: share of the optimiser steps with linear warm-up.
+    schedule: decay after warm-up to 0: "linear" or "cosine".
+    grad_clip_norm: clip gradients to this global norm; 0: no clipping.
+    grad_accum_steps: average gradients over this many batches per update
+      (in-batch negatives stay within each batch).
+    temperature: softmax temperature of the InfoNCE loss (initial value if
+      learned).
+    learn_temperature: learn log(temperature) with the encoder.
+    symmetric: add the passage -> question InfoNCE term.
+    freeze_word_embeddings: keep the word-embedding table fixed (no
+      gradients or optimiser state for its 96M+ entries).
+    log_every: write metrics and a progress line every this many steps.
+    checkpoint_every: save a checkpoint every this many steps (and at end).
+    keep_checkpoints: how many recent checkpoints to keep.
+  """
   num_steps: int = 150
+  learning_rate: float = 3e-5
+  weight_decay: float = 0.01
+  warmup_fraction: float = 0.1
+  schedule: str = "linear"
+  grad_clip_norm: float = 1.0
+  grad_accum_steps: int = 1
+  temperature: float = 0.05
+  learn_temperature: bool = False
+  symmetric: bool = False
+  freeze_word_embeddings: bool = False
+  log_every: int = 10
+  checkpoint_every: int = 50
+  keep_checkpoints: int = 2
 
   def __post_init__(self):
-    if self.num_steps < 0:
-      raise ValueError(f"train.num_steps={self.num_steps} must be >= 0.")
+    checks = [
+        (self.num_steps >= 0, "num_steps must be >= 0"),
+        (self.learning_rate > 0, "learning_rate must be > 0"),
+        (self.weight_decay >= 0, "weight_decay must be >= 0"),
+        (0 <= self.warmup_fraction <= 1, "warmup_fraction must be in [0, 1]"),
+        (self.schedule in ("linear", "cosine"),
+         "schedule must be 'linear' or 'cosine'"),
+        (self.grad_clip_norm >= 0, "grad_clip_norm must be >= 0"),
+        (self.grad_accum_steps >= 1, "grad_accum_steps must be >= 1"),
+        (self.num_steps % self.grad_accum_steps == 0,
+         "num_steps must be a multiple of grad_accum_steps"),
+        (self.temperature > 0, "temperature must be > 0"),
+        (self.log_every >= 1, "log_every must be >= 1"),
+        (self.checkpoint_every >= 1, "checkpoint_every must be >= 1"),
+        (self.keep_checkpoints >= 1, "keep_checkpoints must be >= 1"),
+    ]
+    bad = [message for ok, message in checks if not ok]
+    if bad:
+      raise ValueError(f"train: {'; '.join(bad)} (got {self}).")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,8 +146,12 @@ class SweepConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
-  """Everything a run needs, typed and validated."""
+  """Everything a run needs, typed and validated.
+
+  `distributed`: call `jax.distributed.initialize()` (multi-host runs).
+  """
   seed: int
+  distributed: bool
   data: data_config.DataConfig
   model: ModelConfig
   mesh: sharding.MeshConfig
@@ -129,7 +184,7 @@ def from_config_dict(config: ml_collections.ConfigDict) -> ExperimentConfig:
                        for s in _csv(data.get("eval", "")))
   data["seed"] = c["seed"]
   return ExperimentConfig(
-      seed=c["seed"],
+      seed=c["seed"], distributed=c["distributed"],
       data=data_config.DataConfig(**_fields(data_config.DataConfig, data,
                                             "data")),
       model=ModelConfig(**_fields(ModelConfig, c["model"], "model")),

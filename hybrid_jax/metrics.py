@@ -1,0 +1,69 @@
+"""Training metrics: `metrics.jsonl`, TensorBoard events, a progress line.
+
+Only process 0 writes. On resume from step n, lines after step n (written
+by the interrupted run after its last checkpoint) are dropped, so the file
+of a resumed run equals that of an uninterrupted one.
+"""
+
+import json
+import os
+import pathlib
+import tempfile
+import time
+
+
+
+def _truncate_jsonl(path: pathlib.Path, last_step: int) -> None:
+  """Keeps the lines of `path` whose "step" is <= last_step (atomically)."""
+  if not path.exists():
+    return
+  lines = [l for l in path.read_text().splitlines()
+           if l.strip() and json.loads(l)["step"] <= last_step]
+  with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False) as f:
+    f.write("".join(l + "\n" for l in lines))
+  os.replace(f.name, path)
+
+
+class MetricWriter:
+  """Writes per-step scalars of a run; a no-op on processes other than 0."""
+
+  def __init__(self, directory: pathlib.Path, *, start_step: int,
+               num_steps: int, enabled: bool = True):
+    self._enabled = enabled
+    self._num_steps = num_steps
+    self._last = (start_step, time.perf_counter())  # Of the last progress.
+    if not enabled:
+      return
+    self._jsonl = directory / "metrics.jsonl"
+    _truncate_jsonl(self._jsonl, start_step)
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    self._tf = tf
+    self._events = tf.summary.create_file_writer(str(directory / "events"))
+
+  def write(self, step: int, scalars: dict[str, float]) -> None:
+    """Appends the scalars of `step` to metrics.jsonl and TensorBoard."""
+    if not self._enabled:
+      return
+    with self._jsonl.open("a") as f:
+      f.write(json.dumps({"step": step, **scalars}) + "\n")
+    with self._events.as_default(step=step):
+      for name, value in scalars.items():
+        self._tf.summary.scalar(f"train/{name}", value)
+
+  def progress(self, step: int, scalars: dict[str, float]) -> None:
+    """Prints the loss, seconds per step since the last line, and the ETA."""
+    if not self._enabled:
+      return
+    last_step, last_time = self._last
+    now = time.perf_counter()
+    seconds = (now - last_time) / max(step - last_step, 1)
+    self._last = (step, now)
+    eta = (self._num_steps - step) * seconds
+    print(f"step {step}/{self._num_steps}  loss {scalars['loss']:.4f}  "
+          f"accuracy {scalars['accuracy']:.3f}  {seconds:.2f} s/step  "
+          f"ETA {int(eta) // 60}m{int(eta) % 60:02d}s", flush=True)
+
+  def close(self) -> None:
+    """Flushes the event file."""
+    if self._enabled:
+      self._events.close()

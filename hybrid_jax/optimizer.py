@@ -1,0 +1,48 @@
+"""AdamW with warm-up and decay, clipping and gradient accumulation (optax)."""
+
+import jax
+import optax
+
+from hybrid_jax import config as config_lib
+
+# Parameters that are never weight-decayed (as BERT's recipe).
+_NO_DECAY = ("bias", "scale", "log_temperature")
+
+
+def learning_rate_schedule(cfg: config_lib.TrainConfig) -> optax.Schedule:
+  """Linear warm-up to `learning_rate`, then linear or cosine decay to 0.
+
+  The schedule counts optimiser updates (batches / grad_accum_steps).
+  """
+  updates = max(cfg.num_steps // cfg.grad_accum_steps, 1)
+  warmup = int(round(cfg.warmup_fraction * updates))
+  if cfg.schedule == "cosine":
+    return optax.warmup_cosine_decay_schedule(
+        0.0, cfg.learning_rate, warmup, max(updates, warmup + 1))
+  return optax.join_schedules(
+      [optax.linear_schedule(0.0, cfg.learning_rate, warmup),
+       optax.linear_schedule(cfg.learning_rate, 0.0, updates - warmup)],
+      [warmup])
+
+
+def _decay_mask(params):
+  """True for the parameters that get weight decay."""
+
+  def decays(path, _):
+    names = [k.key for k in path if isinstance(k, jax.tree_util.DictKey)]
+    return names[-1] not in _NO_DECAY
+
+  return jax.tree_util.tree_map_with_path(decays, params)
+
+
+def make_optimizer(cfg: config_lib.TrainConfig
+                   ) -> optax.GradientTransformation:
+  """Clip, AdamW (decay masked), accumulate over `grad_accum_steps`."""
+  tx = optax.chain(
+      optax.clip_by_global_norm(cfg.grad_clip_norm) if cfg.grad_clip_norm
+      else optax.identity(),
+      optax.adamw(learning_rate_schedule(cfg), weight_decay=cfg.weight_decay,
+                  mask=_decay_mask))
+  if cfg.grad_accum_steps > 1:
+    tx = optax.MultiSteps(tx, every_k_schedule=cfg.grad_accum_steps)
+  return tx
