@@ -101,6 +101,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # InfoNCE over cosine / temperature, in-batch and hard negatives.
   c.train.temperature = 0.05
   c.train.learn_temperature = False
+  c.train.temperature_learning_rate = 1e-3
   # Also the passage -> question direction.
   c.train.symmetric = False
   # No gradients for the 96M-entry word embeddings (a large saving on CPU).
@@ -108,6 +109,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.log_every = 10
   c.train.checkpoint_every = 50
   c.train.keep_checkpoints = 2
+  c.train.async_checkpoints = True
 
   c.sweep = ml_collections.ConfigDict()
   c.sweep.ratios = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -132,6 +134,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train.learning_rate = 1e-3
     c.train.log_every = 1
     c.train.checkpoint_every = 1
+    c.train.async_checkpoints = False
     c.sweep.ratios = (0.0, 1.0)
   elif preset == "tpu":
     c.model.init = "hf:FacebookAI/xlm-roberta-large"

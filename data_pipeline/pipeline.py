@@ -84,7 +84,8 @@ class TrainPipeline:
     out = {"question": col["question"], "answer_group": col["group"],
            "query_lang": col["query_lang"],
            "passage_lang": col["passage_lang"],
-           "drawn_monolingual": drawn_mono[local]}
+           "drawn_monolingual": drawn_mono[local],
+           "passage_row": col["passage_row"]}
     out.update(self._tokens(self._query_ids, self._query_len,
                             col["query_row"], "query"))
     out.update(self._tokens(self._passage_ids, self._passage_len,
@@ -93,6 +94,7 @@ class TrainPipeline:
       out.update(self._tokens(self._passage_ids, self._passage_len,
                               col["negative_row"], "negative"))
       out["has_negative"] = col["has_negative"]
+      out["negative_row"] = col["negative_row"]
     return out
 
   def dataset(self, start_step: int = 0) -> tf.data.Dataset:

@@ -1,7 +1,7 @@
 """Orbax checkpoints of a run: the train state and the data-iterator state.
 
-The only module that imports orbax. Saves are asynchronous, every
-`checkpoint_every` steps and at the end, keeping the newest
+The only module that imports orbax. Saves are asynchronous (by
+default), every `checkpoint_every` steps and at the end, keeping the newest
 `keep_checkpoints`. Orbax writes a step into a temporary directory and
 renames it when complete, so a preempted save never looks finished.
 """
@@ -19,13 +19,16 @@ class CheckpointError(RuntimeError):
 class Checkpoints:
   """The checkpoints of one run directory."""
 
-  def __init__(self, directory: pathlib.Path, *, every: int, keep: int):
+  def __init__(self, directory: pathlib.Path, *, every: int, keep: int,
+               asynchronous: bool = True):
     self.directory = directory
     self._manager = ocp.CheckpointManager(
         directory,
         options=ocp.CheckpointManagerOptions(
-            save_interval_steps=every, max_to_keep=keep, create=True,
-            enable_async_checkpointing=True),
+            save_decision_policy=ocp.checkpoint_managers.FixedIntervalPolicy(
+                every),
+            max_to_keep=keep, create=True,
+            enable_async_checkpointing=asynchronous),
         item_names=("state", "data"))
 
   def latest_step(self) -> int | None:

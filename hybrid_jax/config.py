@@ -83,13 +83,18 @@ class TrainConfig:
       (in-batch negatives stay within each batch).
     temperature: softmax temperature of the InfoNCE loss (initial value if
       learned).
-    learn_temperature: learn log(temperature) with the encoder.
+    learn_temperature: learn log(temperature) with the encoder, clamped to
+      [0.01, 1].
+    temperature_learning_rate: how fast a learned log(temperature) moves
+      (per update, at the schedule's peak).
     symmetric: add the passage -> question InfoNCE term.
     freeze_word_embeddings: keep the word-embedding table fixed (no
       gradients or optimiser state for its 96M+ entries).
     log_every: write metrics and a progress line every this many steps.
     checkpoint_every: save a checkpoint every this many steps (and at end).
     keep_checkpoints: how many recent checkpoints to keep.
+    async_checkpoints: write checkpoints in the background while training
+      goes on (off: each save finishes before the next step).
   """
   num_steps: int = 150
   learning_rate: float = 3e-5
@@ -100,11 +105,13 @@ class TrainConfig:
   grad_accum_steps: int = 1
   temperature: float = 0.05
   learn_temperature: bool = False
+  temperature_learning_rate: float = 1e-3
   symmetric: bool = False
   freeze_word_embeddings: bool = False
   log_every: int = 10
   checkpoint_every: int = 50
   keep_checkpoints: int = 2
+  async_checkpoints: bool = True
 
   def __post_init__(self):
     checks = [
@@ -118,7 +125,9 @@ class TrainConfig:
         (self.grad_accum_steps >= 1, "grad_accum_steps must be >= 1"),
         (self.num_steps % self.grad_accum_steps == 0,
          "num_steps must be a multiple of grad_accum_steps"),
-        (self.temperature > 0, "temperature must be > 0"),
+        (0.01 <= self.temperature <= 1, "temperature must be in [0.01, 1]"),
+        (self.temperature_learning_rate > 0,
+         "temperature_learning_rate must be > 0"),
         (self.log_every >= 1, "log_every must be >= 1"),
         (self.checkpoint_every >= 1, "checkpoint_every must be >= 1"),
         (self.keep_checkpoints >= 1, "keep_checkpoints must be >= 1"),

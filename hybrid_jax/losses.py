@@ -21,7 +21,7 @@ def _cross_entropy_on_diagonal(logits: jax.Array) -> jax.Array:
 
 def contrastive_loss(queries: jax.Array, passages: jax.Array,
                      negatives: jax.Array | None = None,
-                     has_negative: jax.Array | None = None, *,
+                     usable_negatives: jax.Array | None = None, *,
                      temperature: jax.Array | float,
                      symmetric: bool = False
                      ) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -31,7 +31,8 @@ def contrastive_loss(queries: jax.Array, passages: jax.Array,
     queries: [B, D] L2-normalised question embeddings.
     passages: [B, D] their positive passages (row i answers question i).
     negatives: optional [B, D] hard negatives, one per pair.
-    has_negative: [B] bool, which hard negatives exist (default: all).
+    usable_negatives: [B, B] bool, whether hard negative j is a negative for
+      question i (e.g. it exists and is not i's positive); default: all.
     temperature: scores are cosine / temperature.
     symmetric: average in the passage -> question loss.
 
@@ -43,22 +44,21 @@ def contrastive_loss(queries: jax.Array, passages: jax.Array,
   queries = queries.astype(jnp.float32)
   passages = passages.astype(jnp.float32)
   batch = queries.shape[0]
-  candidates, valid = passages, jnp.ones((batch,), bool)
+  candidates, valid = passages, jnp.ones((batch, batch), bool)
   if negatives is not None:
-    if has_negative is None:
-      has_negative = jnp.ones((batch,), bool)
+    if usable_negatives is None:
+      usable_negatives = jnp.ones((batch, batch), bool)
     candidates = jnp.concatenate([passages, negatives.astype(jnp.float32)])
-    valid = jnp.concatenate([valid, has_negative.astype(bool)])
+    valid = jnp.concatenate([valid, usable_negatives.astype(bool)], axis=1)
   similarity = queries @ candidates.T  # [B, C]
-  logits = jnp.where(valid[None, :], similarity / temperature, -jnp.inf)
+  logits = jnp.where(valid, similarity / temperature, -jnp.inf)
   loss = _cross_entropy_on_diagonal(logits)
   if symmetric:
     loss = 0.5 * (loss + _cross_entropy_on_diagonal(
         (passages @ queries.T) / temperature))
 
   positive = jnp.diagonal(similarity[:, :batch])
-  is_negative = valid[None, :] & ~jnp.eye(batch, candidates.shape[0],
-                                          dtype=bool)
+  is_negative = valid & ~jnp.eye(batch, candidates.shape[0], dtype=bool)
   metrics = {
       "accuracy": jnp.mean(jnp.argmax(logits, axis=1) == jnp.arange(batch)),
       "positive_similarity": jnp.mean(positive),

@@ -12,13 +12,17 @@ import tempfile
 import time
 
 
-
 def _truncate_jsonl(path: pathlib.Path, last_step: int) -> None:
   """Keeps the lines of `path` whose "step" is <= last_step (atomically)."""
   if not path.exists():
     return
-  lines = [l for l in path.read_text().splitlines()
-           if l.strip() and json.loads(l)["step"] <= last_step]
+  lines = []
+  for line in path.read_text().splitlines():
+    try:
+      if json.loads(line)["step"] <= last_step:
+        lines.append(line)
+    except (json.JSONDecodeError, KeyError, TypeError):
+      pass  # A line cut short by a kill.
   with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False) as f:
     f.write("".join(l + "\n" for l in lines))
   os.replace(f.name, path)

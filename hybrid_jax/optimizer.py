@@ -6,22 +6,26 @@ import optax
 from hybrid_jax import config as config_lib
 
 # Parameters that are never weight-decayed (as BERT's recipe).
-_NO_DECAY = ("bias", "scale", "log_temperature")
+_NO_DECAY = ("bias", "scale", "temperature")
 
 
 def learning_rate_schedule(cfg: config_lib.TrainConfig) -> optax.Schedule:
   """Linear warm-up to `learning_rate`, then linear or cosine decay to 0.
 
-  The schedule counts optimiser updates (batches / grad_accum_steps).
+  The schedule counts optimiser updates (batches / grad_accum_steps); the
+  first warm-up update already uses learning_rate / warmup_updates.
   """
   updates = max(cfg.num_steps // cfg.grad_accum_steps, 1)
   warmup = int(round(cfg.warmup_fraction * updates))
+  peak = cfg.learning_rate
   if cfg.schedule == "cosine":
-    return optax.warmup_cosine_decay_schedule(
-        0.0, cfg.learning_rate, warmup, max(updates, warmup + 1))
+    decay = optax.cosine_decay_schedule(peak, max(updates - warmup, 1))
+  else:
+    decay = optax.linear_schedule(peak, 0.0, max(updates - warmup, 1))
+  if not warmup:
+    return decay
   return optax.join_schedules(
-      [optax.linear_schedule(0.0, cfg.learning_rate, warmup),
-       optax.linear_schedule(cfg.learning_rate, 0.0, updates - warmup)],
+      [optax.linear_schedule(peak / warmup, peak, warmup - 1), decay],
       [warmup])
 
 
@@ -36,13 +40,18 @@ def _decay_mask(params):
 
 
 def make_optimizer(cfg: config_lib.TrainConfig
-                   ) -> optax.GradientTransformation:
-  """Clip, AdamW (decay masked), accumulate over `grad_accum_steps`."""
+                   ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """(optimiser, its learning-rate schedule).
+
+  Clipping, then AdamW (decay masked), accumulated over `grad_accum_steps`
+  batches. A learned temperature moves faster through its parametrisation
+  (see `train_state.temperature`), not through a second optimiser.
+  """
+  schedule = learning_rate_schedule(cfg)
   tx = optax.chain(
       optax.clip_by_global_norm(cfg.grad_clip_norm) if cfg.grad_clip_norm
       else optax.identity(),
-      optax.adamw(learning_rate_schedule(cfg), weight_decay=cfg.weight_decay,
-                  mask=_decay_mask))
+      optax.adamw(schedule, weight_decay=cfg.weight_decay, mask=_decay_mask))
   if cfg.grad_accum_steps > 1:
     tx = optax.MultiSteps(tx, every_k_schedule=cfg.grad_accum_steps)
-  return tx
+  return tx, schedule

@@ -15,7 +15,6 @@ import functools
 import json
 import math
 import pathlib
-from typing import Any
 
 from absl import app
 from absl import flags
@@ -36,16 +35,17 @@ from hybrid_jax import losses
 from hybrid_jax import metrics as metrics_lib
 from hybrid_jax import optimizer
 from hybrid_jax import pretrained
+from hybrid_jax import run_directory
+from hybrid_jax import runtime
 from hybrid_jax import sharding
 from hybrid_jax import train_state as train_state_lib
 
 # Batch fields the model consumes (the others stay on the host).
 MODEL_INPUTS = ("query_ids", "query_mask", "passage_ids", "passage_mask",
-                "negative_ids", "negative_mask", "has_negative")
-# Settings that may change between a run and its resumption.
-_RESUMABLE_CHANGES = ("mesh", "sweep", "distributed")
-
-
+                "negative_ids", "negative_mask", "has_negative", "passage_row",
+                "negative_row")
+# Folded into the seed for dropout, away from the initialisation's streams.
+_DROPOUT_STREAM = 1
 @dataclasses.dataclass(frozen=True)
 class RunResult:
   """Where a run lives and how far it got."""
@@ -54,59 +54,19 @@ class RunResult:
   metrics: dict[str, float]  # Of the last step trained in this call.
 
 
-def run_directory(workdir: pathlib.Path,
-                  cfg: config_lib.ExperimentConfig) -> pathlib.Path:
-  """The directory of the run of `cfg` (one per ratio and seed)."""
-  return pathlib.Path(workdir) / f"ratio_{cfg.data.ratio:.3f}_seed_{cfg.seed}"
-
-
-def _config_json(cfg: config_lib.ExperimentConfig) -> dict[str, Any]:
-  return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
-
-
-def prepare_run_directory(directory: pathlib.Path,
-                          cfg: config_lib.ExperimentConfig) -> None:
-  """Creates the run directory, or checks that it belongs to `cfg`.
-
-  Raises:
-    PermissionError: the directory cannot be written.
-    ValueError: it holds a run of another config (results are kept).
-  """
-  try:
-    directory.mkdir(parents=True, exist_ok=True)
-    probe = directory / ".writable"
-    probe.write_text("")
-    probe.unlink()
-  except OSError as e:
-    raise PermissionError(
-        f"Cannot write the run directory {directory} ({e}); choose a "
-        "writable --workdir.") from e
-  file = directory / "config.json"
-  wanted = _config_json(cfg)
-  if file.exists():
-    found = json.loads(file.read_text())
-    differ = sorted(k for k in wanted if k not in _RESUMABLE_CHANGES
-                    and found.get(k) != wanted[k])
-    if differ:
-      raise ValueError(
-          f"{directory} holds a run of a different config (sections "
-          f"{differ} differ from {file}). Its results are kept; use another "
-          "--workdir to train this config.")
-  if jax.process_index() == 0:
-    file.write_text(json.dumps(wanted, indent=1) + "\n")
-
-
-def check_compatible(cfg: config_lib.ExperimentConfig,
-                     mesh: jax.sharding.Mesh,
-                     max_length: int) -> None:
-  """Raises if the batch or the token lengths do not fit mesh and model."""
+def check_batch(cfg: data_config.DataConfig, mesh: jax.sharding.Mesh) -> None:
+  """Raises if the global batch does not split over the mesh's batch axes."""
   shards = mesh.shape["data"] * mesh.shape["fsdp"]
-  if cfg.data.batch_size % shards:
+  if cfg.batch_size % shards:
     raise ValueError(
-        f"data.batch_size={cfg.data.batch_size} does not divide over the "
+        f"data.batch_size={cfg.batch_size} does not divide over the "
         f"{shards} batch shards of the mesh {dict(mesh.shape)} (data x "
         f"fsdp): use a multiple of {shards}.")
-  longest = max(cfg.data.max_query_length, cfg.data.max_passage_length)
+
+
+def check_lengths(cfg: data_config.DataConfig, max_length: int) -> None:
+  """Raises if token lengths exceed the model's position table."""
+  longest = max(cfg.max_query_length, cfg.max_passage_length)
   if longest > max_length:
     raise ValueError(
         f"data.max_query_length / max_passage_length ({longest}) exceed the "
@@ -137,13 +97,17 @@ def compute_loss(params: dict, frozen: nnx.State, batch: dict[str, jax.Array],
     ids = jnp.concatenate([ids, batch["negative_ids"]])
     mask = jnp.concatenate([mask, batch["negative_mask"]])
   passages = model.encode_passage(ids, mask, rngs)
-  temperature = (jnp.exp(params["log_temperature"])
-                 if "log_temperature" in params else cfg.temperature)
+  temperature = train_state_lib.temperature(params, cfg)
+  negatives, usable = None, None
+  if with_negatives:
+    negatives = passages[batch_size:]
+    # Pair j's hard negative is no negative for a question it answers.
+    usable = (batch["has_negative"].astype(bool)[None, :]
+              & (batch["negative_row"][None, :]
+                 != batch["passage_row"][:, None]))
   loss, stats = losses.contrastive_loss(
-      queries, passages[:batch_size],
-      passages[batch_size:] if with_negatives else None,
-      batch.get("has_negative"), temperature=temperature,
-      symmetric=cfg.symmetric)
+      queries, passages[:batch_size], negatives, usable,
+      temperature=temperature, symmetric=cfg.symmetric)
   return loss, {**stats, "temperature": temperature}
 
 
@@ -159,8 +123,9 @@ def train_step(state: train_state_lib.TrainState, batch: dict[str, jax.Array],
   """
   loss_fn = functools.partial(
       compute_loss, frozen=state.frozen, batch=batch, graphdef=graphdef,
-      cfg=cfg, dropout_key=jax.random.fold_in(jax.random.PRNGKey(seed),
-                                              state.step))
+      cfg=cfg, dropout_key=jax.random.fold_in(
+          jax.random.fold_in(jax.random.PRNGKey(seed), _DROPOUT_STREAM),
+          state.step))
   (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
       state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -175,7 +140,7 @@ def train_step(state: train_state_lib.TrainState, batch: dict[str, jax.Array],
 def batch_shardings(cfg: data_config.DataConfig, mesh: jax.sharding.Mesh
                     ) -> dict[str, jax.sharding.NamedSharding]:
   """The sharding of each model input: split over the batch shards."""
-  names = MODEL_INPUTS if cfg.hard_negatives else MODEL_INPUTS[:4]
+  names = MODEL_INPUTS if cfg.hard_negatives else MODEL_INPUTS[:4]  # No rows.
   return {name: jax.NamedSharding(mesh, sharding.logical_to_spec(
       ("act_batch", None) if name.endswith(("_ids", "_mask"))
       else ("act_batch",))) for name in names}
@@ -195,9 +160,9 @@ def _check_finite(step: int, scalars: dict[str, float],
   if bad:
     raise FloatingPointError(
         f"Training diverged at step {step}: {bad}. The run stopped before "
-        f"saving this state; its last good checkpoint (step "
-        f"{checkpoints.latest_step()}) in {checkpoints.directory} is kept. "
-        "Lower train.learning_rate or raise train.temperature.")
+        f"saving this state; its checkpoints in {checkpoints.directory} "
+        f"(latest: {checkpoints.latest_step() or 'none'}) are kept. Try a "
+        "lower train.learning_rate in a new --workdir.")
 
 
 def _restore(checkpoints: checkpointing.Checkpoints, step: int,
@@ -213,29 +178,36 @@ def _restore(checkpoints: checkpointing.Checkpoints, step: int,
   return restored
 
 
+def _say(message: str) -> None:
+  if jax.process_index() == 0:
+    print(message, flush=True)
+
+
 def _train(cfg: config_lib.ExperimentConfig, directory: pathlib.Path,
-           checkpoints: checkpointing.Checkpoints, start: int) -> RunResult:
+           mesh: jax.sharding.Mesh, checkpoints: checkpointing.Checkpoints,
+           start: int) -> RunResult:
   """Trains from step `start` (a checkpoint, or 0) to the end."""
-  mesh = sharding.make_mesh(cfg.mesh)
   loaded = pretrained.load_model(
       cfg.model, mesh, cfg.seed,
       tokenization.resolve_cache_dir(cfg.data.cache_dir))
-  check_compatible(cfg, mesh, loaded.config.encoder.max_length)
+  check_lengths(cfg.data, loaded.config.encoder.max_length)
   train_data = pipeline_lib.build_train_pipeline(
       cfg.data, loaded.tokenizer, process_index=jax.process_index(),
       process_count=jax.process_count())
-  tx = optimizer.make_optimizer(cfg.train)
-  state = train_state_lib.create(loaded, cfg.train, tx, mesh)
+  tx, schedule = optimizer.make_optimizer(cfg.train)
+  state = train_state_lib.create(loaded.params, cfg.train, tx, mesh)
+  graphdef, loaded = loaded.graphdef, None  # Free the pretrained arrays.
   if start:
     state = _restore(checkpoints, start, state)
-    print(f"Resuming {directory} from step {start}.", flush=True)
+    _say(f"Resuming {directory} from step {start}.")
+  elif jax.process_index() == 0:
+    run_directory.write_config(directory, cfg)
 
   inputs = batch_shardings(cfg.data, mesh)
   state_shardings = train_state_lib.shardings(state)
   step_fn = jax.jit(
-      functools.partial(train_step, graphdef=loaded.graphdef, tx=tx,
-                        schedule=optimizer.learning_rate_schedule(cfg.train),
-                        cfg=cfg.train, seed=cfg.seed),
+      functools.partial(train_step, graphdef=graphdef, tx=tx,
+                        schedule=schedule, cfg=cfg.train, seed=cfg.seed),
       in_shardings=(state_shardings, inputs),
       out_shardings=(state_shardings, None), donate_argnums=0)
   writer = metrics_lib.MetricWriter(
@@ -262,18 +234,28 @@ def _train(cfg: config_lib.ExperimentConfig, directory: pathlib.Path,
 
 
 def run(cfg: config_lib.ExperimentConfig, workdir: pathlib.Path) -> RunResult:
-  """Trains, resumes, or finds finished the run of `cfg` in `workdir`."""
-  directory = run_directory(workdir, cfg)
-  prepare_run_directory(directory, cfg)
+  """Trains, resumes, or finds finished the run of `cfg` in `workdir`.
+
+  Everything that can be checked is checked before the run directory is
+  touched; a directory holding another run's checkpoints is left as is.
+  """
+  mesh = sharding.make_mesh(cfg.mesh)
+  check_batch(cfg.data, mesh)
+  directory = run_directory.path(workdir, cfg)
+  if jax.process_index() == 0:
+    run_directory.check_writable(directory)
   checkpoints = checkpointing.Checkpoints(
       directory / "checkpoints", every=cfg.train.checkpoint_every,
-      keep=cfg.train.keep_checkpoints)
+      keep=cfg.train.keep_checkpoints,
+      asynchronous=cfg.train.async_checkpoints)
   try:
     start = checkpoints.latest_step() or 0
+    if start:
+      run_directory.check_same_run(directory, cfg)
     if start >= cfg.train.num_steps:
-      print(f"{directory} is finished (step {start}).", flush=True)
+      _say(f"{directory} is finished (step {start}).")
       return RunResult(directory, start, {})
-    return _train(cfg, directory, checkpoints, start)
+    return _train(cfg, directory, mesh, checkpoints, start)
   finally:
     checkpoints.close()
 
@@ -287,11 +269,10 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
   cfg = config_lib.from_config_dict(_CONFIG.value)
-  if cfg.distributed:
-    jax.distributed.initialize()
+  runtime.setup(cfg.distributed)
   result = run(cfg, pathlib.Path(_WORKDIR.value))
-  print(json.dumps({"run": str(result.directory), "step": result.step,
-                    **result.metrics}))
+  _say(json.dumps({"run": str(result.directory), "step": result.step,
+                   **result.metrics}))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from data_pipeline import config as data_config  # pylint: disable=g-import-not-
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _token_cache(tmp_path_factory):
+def _session_cache(tmp_path_factory):
   """Every test session tokenizes into its own cache."""
   os.environ["HYBRID_JAX_CACHE"] = str(tmp_path_factory.mktemp("cache"))
 

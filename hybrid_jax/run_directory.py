@@ -1,0 +1,89 @@
+"""The directory of one run: its name, writability, and its config.json.
+
+A run directory belongs to one config: resuming it with settings that change
+results (the data, model, loss, optimiser, seed) is refused, so finished or
+partial results are never mixed up or overwritten. Settings that only change
+how a run executes (mesh, logging, checkpoint cadence, paths) may differ.
+"""
+
+import dataclasses
+import json
+import os
+import pathlib
+import tempfile
+from typing import Any
+
+from hybrid_jax import config as config_lib
+
+# Settings (dotted keys, or whole sections) that may change between a run
+# and its resumption.
+EXECUTION_SETTINGS = ("mesh", "sweep", "distributed", "train.log_every",
+                      "train.checkpoint_every", "train.keep_checkpoints",
+                      "train.async_checkpoints",
+                      "data.root", "data.cache_dir", "data.source")
+CONFIG_FILE = "config.json"
+
+
+def path(workdir: pathlib.Path, cfg: config_lib.ExperimentConfig
+         ) -> pathlib.Path:
+  """The directory of the run of `cfg` (one per ratio and seed)."""
+  return pathlib.Path(workdir) / f"ratio_{cfg.data.ratio:.3f}_seed_{cfg.seed}"
+
+
+def config_json(cfg: config_lib.ExperimentConfig) -> dict[str, Any]:
+  """`cfg` as the JSON object written to config.json."""
+  return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+
+
+def _result_settings(config: dict[str, Any]) -> dict[str, Any]:
+  """The settings of `config` that change results, by dotted key."""
+  flat = {}
+  for section, value in config.items():
+    for field, v in (value.items() if isinstance(value, dict)
+                     else [(None, value)]):
+      flat[section if field is None else f"{section}.{field}"] = v
+  return {k: v for k, v in flat.items()
+          if not any(k == e or k.startswith(e + ".")
+                     for e in EXECUTION_SETTINGS)}
+
+
+def check_writable(directory: pathlib.Path) -> None:
+  """Creates `directory` and checks that files can be written there."""
+  try:
+    directory.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=directory, prefix=".probe"):
+      pass
+  except OSError as e:
+    raise PermissionError(
+        f"Cannot write the run directory {directory} ({e}); choose a "
+        "writable --workdir.") from e
+
+
+def check_same_run(directory: pathlib.Path,
+                   cfg: config_lib.ExperimentConfig) -> None:
+  """Raises if `directory`'s config.json describes a different run."""
+  file = directory / CONFIG_FILE
+  if not file.exists():
+    return
+  try:
+    found = _result_settings(json.loads(file.read_text()))
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{file} is not valid JSON ({e}); the run's config is "
+                     "unknown: use another --workdir.") from e
+  wanted = _result_settings(config_json(cfg))
+  differ = sorted(k for k in wanted.keys() | found.keys()
+                  if wanted.get(k) != found.get(k))
+  if differ:
+    raise ValueError(
+        f"{directory} holds a run of a different config ({differ} differ "
+        f"from {file}). Its results are kept; use another --workdir to train "
+        "this config.")
+
+
+def write_config(directory: pathlib.Path,
+                 cfg: config_lib.ExperimentConfig) -> None:
+  """Writes config.json atomically."""
+  with tempfile.NamedTemporaryFile("w", dir=directory, suffix=".json",
+                                   delete=False) as f:
+    json.dump(config_json(cfg), f, indent=1)
+  os.replace(f.name, directory / CONFIG_FILE)
