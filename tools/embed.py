@@ -10,9 +10,7 @@ output is a float32 [lines, dim] .npy; an existing output is never
 overwritten unless --overwrite.
 """
 
-import os
 import pathlib
-import tempfile
 
 from absl import app
 from absl import flags
@@ -42,6 +40,7 @@ def main(argv):
   from data_pipeline import tokenization  # pylint: disable=g-import-not-at-top
   from hybrid_jax import config as config_lib  # pylint: disable=g-import-not-at-top
   from hybrid_jax import embedding  # pylint: disable=g-import-not-at-top
+  from hybrid_jax import files  # pylint: disable=g-import-not-at-top
   from hybrid_jax import pretrained  # pylint: disable=g-import-not-at-top
   from hybrid_jax import sharding  # pylint: disable=g-import-not-at-top
 
@@ -67,14 +66,8 @@ def main(argv):
       loaded, mesh, texts, _PREFIX.value, prefix=prefix,
       max_length=_MAX_LENGTH.value, batch_size=_BATCH_SIZE.value)
   output.parent.mkdir(parents=True, exist_ok=True)
-  with tempfile.NamedTemporaryFile(dir=output.parent, suffix=".npy",
-                                   delete=False) as tmp:
-    try:
-      np.save(tmp, vectors)
-    except BaseException:
-      os.unlink(tmp.name)
-      raise
-  os.replace(tmp.name, output)  # Atomic: no half-written output.
+  with files.atomic_write(output, "wb") as f:  # No half-written output.
+    np.save(f, vectors)
   print(f"{output}: {vectors.shape[0]} x {vectors.shape[1]} float32")
 
 

@@ -138,10 +138,13 @@ def _dense(prefix: str, target: ParamPath, in_shape, out_shape):
   }
 
 
+def _as_is(x: np.ndarray) -> np.ndarray:
+  return x
+
+
 def _norm(prefix: str, target: ParamPath):
-  keep = lambda x: x
-  return {f"{prefix}.weight": (target + ("scale",), keep),
-          f"{prefix}.bias": (target + ("bias",), keep)}
+  return {f"{prefix}.weight": (target + ("scale",), _as_is),
+          f"{prefix}.bias": (target + ("bias",), _as_is)}
 
 
 def name_map(cfg: encoder_lib.EncoderConfig,
@@ -158,10 +161,9 @@ def name_map(cfg: encoder_lib.EncoderConfig,
   emb = ("encoder", "embeddings")
   names = {
       "embeddings.word_embeddings.weight": (emb + ("word",), pad_rows),
-      "embeddings.position_embeddings.weight": (emb + ("position",),
-                                                lambda x: x),
+      "embeddings.position_embeddings.weight": (emb + ("position",), _as_is),
       "embeddings.token_type_embeddings.weight": (emb + ("token_type",),
-                                                  lambda x: x),
+                                                  _as_is),
       **_norm("embeddings.LayerNorm", emb + ("layer_norm",)),
   }
   for i in range(cfg.num_layers):
