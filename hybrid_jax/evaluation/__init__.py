@@ -1,0 +1,1 @@
+"""Retrieval evaluation: the LAReQA protocol over ScaNN and exact search."""
