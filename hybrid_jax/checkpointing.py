@@ -51,7 +51,7 @@ def complete_steps(directory: pathlib.Path) -> list[int]:
   if not directory.is_dir():
     return []
   manager = ocp.CheckpointManager(
-      directory, options=ocp.CheckpointManagerOptions(read_only=True))
+      directory, options=ocp.CheckpointManagerOptions(create=False))
   try:
     return sorted(manager.all_steps())
   finally:
