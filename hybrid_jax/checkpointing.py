@@ -17,8 +17,6 @@ class CheckpointError(RuntimeError):
   """A checkpoint exists but cannot be restored."""
 
 
-
-
 def restore_part(directory: pathlib.Path, step: int, target: Any) -> Any:
   """Some fields of a saved train state, e.g. only the parameters.
 

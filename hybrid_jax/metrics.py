@@ -66,6 +66,11 @@ class MetricWriter:
           f"accuracy {scalars['accuracy']:.3f}  {seconds:.2f} s/step  "
           f"ETA {int(eta) // 60}m{int(eta) % 60:02d}s", flush=True)
 
+  def pause_timing(self, step: int) -> None:
+    """Restarts the s/step clock at `step` (after work that is not training,
+    e.g. an evaluation), so that it does not count in the speed or ETA."""
+    self._last = (step, time.perf_counter())
+
   def close(self) -> None:
     """Flushes the event file."""
     if self._enabled:

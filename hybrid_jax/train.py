@@ -195,9 +195,12 @@ def _train(cfg: config_lib.ExperimentConfig, directory: pathlib.Path,
   loaded = pretrained.load_model(
       cfg.model, mesh, cfg.seed,
       tokenization.resolve_cache_dir(cfg.data.cache_dir))
-  pretrained.check_lengths(
-      loaded, **{"data.max_query_length": cfg.data.max_query_length,
-                 "data.max_passage_length": cfg.data.max_passage_length})
+  budgets = {"data.max_query_length": cfg.data.max_query_length,
+             "data.max_passage_length": cfg.data.max_passage_length}
+  if cfg.data.eval:  # Evaluation comes after training: check it now.
+    budgets.update({"eval.max_query_length": cfg.eval.max_query_length,
+                    "eval.max_candidate_length": cfg.eval.max_candidate_length})
+  pretrained.check_lengths(loaded, **budgets)
   train_data = pipeline_lib.build_train_pipeline(
       cfg.data, loaded.tokenizer, process_index=jax.process_index(),
       process_count=jax.process_count())
@@ -241,6 +244,7 @@ def _train(cfg: config_lib.ExperimentConfig, directory: pathlib.Path,
         if evaluate_step and step % cfg.eval.every == 0 and (
             step < cfg.train.num_steps):
           evaluate_step(step, state)
+          writer.pause_timing(step)
   finally:
     writer.close()
   return RunResult(directory, cfg.train.num_steps, scalars)

@@ -111,16 +111,17 @@ def test_training_run_evaluates_its_checkpoints(tmp_path):
   final = json.loads((run / "eval" / "xquad_r.json").read_text())
   step1 = json.loads((run / "eval" / "step_1" / "xquad_r.json").read_text())
   assert (final["settings"]["step"], step1["settings"]["step"]) == (2, 1)
-  assert final["settings"]["model"] == "random"
-  assert final["settings"]["seed"] == 0  # Random weights: the seed counts.
+  assert final["settings"]["model"] == f"run:{run.resolve()}/checkpoints/2"
+  assert final["settings"]["model_settings"]["size"] == "tiny"
+  assert step1["settings"]["model"] == "random"  # The weights in memory.
+  assert step1["settings"]["seed"] == 0  # Random weights: the seed counts.
   assert final["mono"]["map"] != step1["mono"]["map"]
   assert summary["eval"]["xquad_r"]["multi_map"] == final["multi"]["map"]
   # The eval-only job on the run's checkpoint: the same numbers.
   again = evaluate.run(
       _config(evaluate_config, model__init=f"run:{run}"),
       tmp_path / "again")["xquad_r"]
-  assert again["settings"]["model"] == f"run:{run}/checkpoints/2"
-  assert again["settings"]["step"] == 2
+  assert again["settings"] == final["settings"]
   for section in ("mono", "cross", "multi", "rank_distance"):
     assert again[section] == final[section]
 

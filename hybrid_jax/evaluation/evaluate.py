@@ -3,8 +3,9 @@ score, write (`results.py` describes the files).
 
 The same code serves the eval-only job (`run`, from `python -m
 hybrid_jax.main --config=configs/evaluate.py --workdir=DIR`, writing
-`DIR/eval/`) and training runs (`evaluate_model` on the trained parameters,
-writing `<run>/eval/`). Finished results are never recomputed or
+`DIR/eval/`) and training runs (`evaluate_run`: the final checkpoint into
+`<run>/eval/`; with `eval.every`, `evaluate_model` on the parameters in
+memory into `<run>/eval/step_<n>/`). Finished results are never recomputed or
 overwritten: results of the same settings are read back, results of other
 settings are an error.
 """
@@ -213,11 +214,12 @@ def evaluate_run(cfg: config_lib.ExperimentConfig, directory: pathlib.Path,
   if not cfg.data.eval:
     return {}
   _, step = pretrained.trained_checkpoint(f"run:{directory}")
-  trained = dataclasses.replace(
-      cfg.model, init=f"run:{directory}/checkpoints/{step}")
+  # The results name the checkpoint, as an eval-only job on it would.
+  cfg = dataclasses.replace(cfg, model=dataclasses.replace(
+      cfg.model, init=f"run:{directory.resolve()}/checkpoints/{step}"))
   return evaluate_model(
       lambda: pretrained.load_model(
-          trained, mesh, cfg.seed,
+          cfg.model, mesh, cfg.seed,
           tokenization.resolve_cache_dir(cfg.data.cache_dir)),
       mesh, cfg, load_datasets(cfg), directory / EVAL_DIR, step)
 

@@ -27,11 +27,20 @@ def _ranks(scores: jax.Array, relevant: jax.Array) -> jax.Array:
   return jnp.where(relevant >= 0, 1 + above.sum(-1, dtype=jnp.int32), 0)
 
 
-def _search_chunk(queries, candidates, relevant, k):
+def _search_chunk(queries, candidates, relevant, *, k):
   scores = jnp.matmul(queries, candidates.T,
                       precision=jax.lax.Precision.HIGHEST)
   _, top = jax.lax.top_k(scores, k)  # Equal scores: lower index first.
   return top, _ranks(scores, relevant)
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled(k: int, mesh: jax.sharding.Mesh):
+  """The jitted chunk search, made once per (k, mesh) so that its compiled
+  programs are reused; replicated results: every process can read them."""
+  return jax.jit(functools.partial(_search_chunk, k=k),
+                 out_shardings=jax.NamedSharding(
+                     mesh, jax.sharding.PartitionSpec()))
 
 
 def search(queries: np.ndarray, candidates: np.ndarray, relevant: np.ndarray,
@@ -56,9 +65,7 @@ def search(queries: np.ndarray, candidates: np.ndarray, relevant: np.ndarray,
   rows = jax.NamedSharding(mesh, sharding.logical_to_spec(("act_batch",)))
   replicated = jax.NamedSharding(mesh, jax.sharding.PartitionSpec())
   pool = jax.device_put(candidates.astype(np.float32), replicated)
-  # Replicated results: every process can read them (multi-host meshes).
-  search_chunk = jax.jit(functools.partial(_search_chunk, k=k),
-                         out_shardings=replicated)
+  search_chunk = _compiled(k, mesh)
   tops, ranks = [], []
   for start in range(0, len(queries), chunk):
     q = queries[start:start + chunk].astype(np.float32)

@@ -10,11 +10,12 @@ Y is the answer sentence of the same question id in Y's file):
   multi  queries in X against the pool of every language's candidates; all
          answer sentences of the id are relevant.
 
-Each (query set, pool) is a `Task`. It is searched twice: exactly (the full
-ranks, for mAP and rank distance, and the exact top 10) and with the
-configured index (the top 10, for the metrics at a cutoff and the index's
-recall against the exact top 10). Scores are per query; `summarize` turns
-them into the macro averages the papers report.
+Each (query set, pool) is a `Task`. It is searched exactly (the full ranks,
+for mAP and rank distance, and the exact top 10) and, unless
+eval.index="exact", with the configured index (the top 10, for the metrics
+at a cutoff and the index's recall against the exact top 10). Scores are per
+query; `results.summarize` turns them into the macro averages the papers
+report.
 """
 
 import dataclasses
