@@ -29,7 +29,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         f"{PRESETS}, e.g. --config=configs/ratio_sweep.py:smoke.")
   c = ml_collections.ConfigDict()
   # "train": one run at data.ratio, then its evaluation (python -m
-  # hybrid_jax.main); "evaluate": evaluate model.init as it is.
+  # hybrid_jax.main); "evaluate": evaluate model.init as it is; "sweep": the
+  # baseline evaluation, then a run per sweep ratio and seed.
   c.job = "train"
   c.seed = 0
   # Multi-host: call jax.distributed.initialize() first.

@@ -161,6 +161,11 @@ class SweepConfig:
           f"[0, 1] (outside: {bad}).")
     if not self.seeds:
       raise ValueError("sweep.seeds is empty: give at least one seed.")
+    for name in ("ratios", "seeds"):
+      values = getattr(self, name)
+      if len(set(values)) != len(values):
+        raise ValueError(f"sweep.{name}={values} repeats a value: each "
+                         "(ratio, seed) is one run.")
 
 
 INDEX_KINDS = ("brute_force", "tree_ah", "exact")
@@ -213,7 +218,7 @@ class EvalConfig:
     _raise_unless(checks, "eval", self)
 
 
-JOBS = ("train", "evaluate")
+JOBS = ("train", "evaluate", "sweep")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,7 +226,8 @@ class ExperimentConfig:
   """Everything a run needs, typed and validated.
 
   `job`: what `python -m hybrid_jax.main` does: "train" (one run at
-  data.ratio, then its evaluation) or "evaluate" (model.init as it is).
+  data.ratio, then its evaluation), "evaluate" (model.init as it is) or
+  "sweep" (the baseline, then a run per sweep ratio and seed).
   `distributed`: call `jax.distributed.initialize()` (multi-host runs).
   """
   job: str

