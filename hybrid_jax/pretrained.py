@@ -162,6 +162,11 @@ def trained_checkpoint(init: str) -> tuple[pathlib.Path, int]:
   return path, steps[-1]
 
 
+def checkpoint_init(run: pathlib.Path, step: int) -> str:
+  """The "run:" init naming checkpoint `step` of `run` exactly."""
+  return f"run:{pathlib.Path(run).resolve()}/checkpoints/{step}"
+
+
 def run_config(init: str) -> config_lib.ExperimentConfig:
   """The config of the run a "run:" init names."""
   return run_directory.read_config(trained_checkpoint(init)[0])

@@ -207,6 +207,14 @@ def evaluate_model(load: Callable[[], pretrained.LoadedModel],
   return out
 
 
+def _loader(cfg: config_lib.ExperimentConfig, mesh: jax.sharding.Mesh
+            ) -> Callable[[], pretrained.LoadedModel]:
+  """Loads `cfg.model` onto `mesh` when called (see `evaluate_model`)."""
+  return lambda: pretrained.load_model(
+      cfg.model, mesh, cfg.seed,
+      tokenization.resolve_cache_dir(cfg.data.cache_dir))
+
+
 def evaluate_run(cfg: config_lib.ExperimentConfig, directory: pathlib.Path,
                  mesh: jax.sharding.Mesh) -> dict[str, dict[str, Any]]:
   """Evaluates the newest checkpoint of the training run in `directory`
@@ -216,12 +224,9 @@ def evaluate_run(cfg: config_lib.ExperimentConfig, directory: pathlib.Path,
   _, step = pretrained.trained_checkpoint(f"run:{directory}")
   # The results name the checkpoint, as an eval-only job on it would.
   cfg = dataclasses.replace(cfg, model=dataclasses.replace(
-      cfg.model, init=f"run:{directory.resolve()}/checkpoints/{step}"))
-  return evaluate_model(
-      lambda: pretrained.load_model(
-          cfg.model, mesh, cfg.seed,
-          tokenization.resolve_cache_dir(cfg.data.cache_dir)),
-      mesh, cfg, load_datasets(cfg), directory / EVAL_DIR, step)
+      cfg.model, init=pretrained.checkpoint_init(directory, step)))
+  return evaluate_model(_loader(cfg, mesh), mesh, cfg, load_datasets(cfg),
+                        directory / EVAL_DIR, step)
 
 
 def run(cfg: config_lib.ExperimentConfig,
@@ -237,14 +242,11 @@ def run(cfg: config_lib.ExperimentConfig,
     trained = pretrained.run_config(cfg.model.init)
     cfg = dataclasses.replace(
         cfg, model=dataclasses.replace(
-            trained.model, init=f"run:{run_dir.resolve()}/checkpoints/{step}"),
+            trained.model, init=pretrained.checkpoint_init(run_dir, step)),
         data=dataclasses.replace(
             cfg.data, query_prefix=trained.data.query_prefix,
             passage_prefix=trained.data.passage_prefix))
   datasets = load_datasets(cfg)  # Bad data fails before the model loads.
   mesh = sharding.make_mesh(cfg.mesh)
-  return evaluate_model(
-      lambda: pretrained.load_model(
-          cfg.model, mesh, cfg.seed,
-          tokenization.resolve_cache_dir(cfg.data.cache_dir)),
-      mesh, cfg, datasets, pathlib.Path(workdir) / EVAL_DIR, step)
+  return evaluate_model(_loader(cfg, mesh), mesh, cfg, datasets,
+                        pathlib.Path(workdir) / EVAL_DIR, step)

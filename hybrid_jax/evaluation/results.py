@@ -129,7 +129,7 @@ def cross_map_csv(summary: dict[str, Any]) -> str:
 
 
 def _json_safe(value):
-  """NaN -> None, tuple keys never occur; numpy scalars -> Python."""
+  """`value` with NaN as None and numpy scalars as Python numbers."""
   if isinstance(value, dict):
     return {k: _json_safe(v) for k, v in value.items()}
   if isinstance(value, (list, tuple)):
