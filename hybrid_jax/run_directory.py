@@ -23,6 +23,9 @@ EXECUTION_SETTINGS = ("job", "mesh", "eval", "sweep", "distributed",
                       "train.async_checkpoints",
                       "data.root", "data.cache_dir", "data.source")
 CONFIG_FILE = "config.json"
+# A sweep's zero-shot evaluation of model.init: <workdir>/baseline/eval/.
+BASELINE_DIR = "baseline"
+RUN_PATTERN = "ratio_*_seed_*"  # Matches every run directory name.
 
 
 def path(workdir: pathlib.Path, cfg: config_lib.ExperimentConfig
@@ -36,7 +39,7 @@ def config_json(cfg: config_lib.ExperimentConfig) -> dict[str, Any]:
   return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
 
 
-def _result_settings(config: dict[str, Any]) -> dict[str, Any]:
+def result_settings(config: dict[str, Any]) -> dict[str, Any]:
   """The settings of `config` that change results, by dotted key."""
   flat = {}
   for section, value in config.items():
@@ -89,8 +92,8 @@ def check_same_run(directory: pathlib.Path,
   file = directory / CONFIG_FILE
   if not file.exists():
     return
-  found = _result_settings(_read_json(file))
-  wanted = _result_settings(config_json(cfg))
+  found = result_settings(_read_json(file))
+  wanted = result_settings(config_json(cfg))
   differ = sorted(k for k in wanted.keys() | found.keys()
                   if wanted.get(k) != found.get(k))
   if differ:

@@ -1,7 +1,9 @@
-"""The ratio sweep: the zero-shot baseline, then one run per (ratio, seed).
+"""The ratio sweep: the zero-shot baseline, one run per (ratio, seed), the
+report.
 
   <workdir>/baseline/eval/         the evaluation of model.init as it is
   <workdir>/ratio_<r>_seed_<s>/    a run: config, metrics, checkpoints, eval/
+  <workdir>/report/                report.md, results.json / .csv, figures
 
 Rerunning the sweep skips what is finished (evaluations are read back,
 finished runs are not trained again), resumes an interrupted run from its
@@ -21,9 +23,7 @@ from hybrid_jax import sharding
 from hybrid_jax import train
 from hybrid_jax.evaluation import evaluate
 from hybrid_jax.evaluation import stopwatch as stopwatch_lib
-
-BASELINE_DIR = "baseline"
-
+from hybrid_jax.report import build
 
 @dataclasses.dataclass(frozen=True)
 class SweepResult:
@@ -47,7 +47,8 @@ def _say(message: str) -> None:
 
 
 def run(cfg: config_lib.ExperimentConfig, workdir: pathlib.Path) -> SweepResult:
-  """Evaluates the baseline, then trains and evaluates every run."""
+  """Evaluates the baseline, trains and evaluates every run, then writes the
+  report."""
   workdir = pathlib.Path(workdir)
   configs = run_configs(cfg)  # Every run's settings are checked up front.
   mesh = sharding.make_mesh(cfg.mesh)
@@ -55,7 +56,7 @@ def run(cfg: config_lib.ExperimentConfig, workdir: pathlib.Path) -> SweepResult:
   evaluate.eval_specs(cfg)
   watch = stopwatch_lib.Stopwatch()
   with watch("baseline"):
-    baseline = evaluate.run(cfg, workdir / BASELINE_DIR)
+    baseline = evaluate.run(cfg, workdir / run_directory.BASELINE_DIR)
   _say(f"baseline: {watch.seconds['baseline']:.1f} s")
   runs = {}
   for run_cfg in configs:
@@ -67,6 +68,11 @@ def run(cfg: config_lib.ExperimentConfig, workdir: pathlib.Path) -> SweepResult:
           run_cfg, result.directory, mesh)
     _say(f"{name}: train {watch.seconds[f'{name}/train']:.1f} s, eval "
          f"{watch.seconds[f'{name}/eval']:.1f} s")
+  if jax.process_index() == 0:
+    with watch("report"):
+      build.build(workdir)
+    _say(f"report: {watch.seconds['report']:.1f} s, "
+         f"{workdir / build.REPORT_DIR / 'report.md'}")
   seconds = watch.rounded()
   _say(f"sweep: {seconds['total']:.1f} s")
   return SweepResult(baseline=baseline, runs=runs, seconds=seconds)

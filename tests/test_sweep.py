@@ -1,11 +1,16 @@
-"""The sweep job: baseline and runs, resumable, never overwriting results."""
+"""The sweep job: baseline, runs and report; resumable, never overwriting
+results."""
 
+import csv
 import dataclasses
 import json
+import subprocess
+import sys
 
 import pytest
 
 from configs import ratio_sweep
+from conftest import REPO
 from hybrid_jax import checkpointing
 from hybrid_jax import config as config_lib
 from hybrid_jax import main
@@ -13,9 +18,7 @@ from hybrid_jax import sweep
 
 
 def _smoke() -> config_lib.ExperimentConfig:
-  c = ratio_sweep.get_config("smoke")
-  c.job = "sweep"
-  return config_lib.from_config_dict(c)
+  return config_lib.from_config_dict(ratio_sweep.get_config("smoke"))
 
 
 def _results(workdir) -> dict:
@@ -24,22 +27,58 @@ def _results(workdir) -> dict:
           for p in sorted(workdir.rglob("eval/*.json"))}
 
 
-def test_sweep_evaluates_the_baseline_and_every_run(tmp_path):
-  summary = main.sweep_runs(_smoke(), tmp_path)
+def _report(workdir) -> dict:
+  """Every report file's bytes, by name."""
+  return {p.name: p.read_bytes() for p in (workdir / "report").iterdir()}
+
+
+def test_the_command_runs_the_sweep_and_reports_its_evaluations(tmp_path):
+  subprocess.run([sys.executable, "-m", "hybrid_jax.main",
+                  "--config=configs/ratio_sweep.py:smoke",
+                  f"--workdir={tmp_path}"], check=True, cwd=REPO,
+                 capture_output=True)
+  assert set(_report(tmp_path)) == {
+      "report.md", "results.json", "results.csv",
+      "xquad_r.metrics_vs_ratio.png", "xquad_r.rank_distance_vs_ratio.png",
+      "xquad_r.cross_map.png", "xquad_r.cross_map_difference.png"}
   assert sorted(_results(tmp_path)) == [
       "baseline/eval/xquad_r.json", "ratio_0.000_seed_0/eval/xquad_r.json",
       "ratio_1.000_seed_0/eval/xquad_r.json"]
-  found = _results(tmp_path)
-  assert found["baseline/eval/xquad_r.json"]["settings"]["step"] is None
-  assert summary["ratio=1.0 seed=0"]["xquad_r"]["multi_map"] == found[
-      "ratio_1.000_seed_0/eval/xquad_r.json"]["multi"]["map"]
-  assert {"baseline", "ratio_0.000_seed_0/train", "ratio_0.000_seed_0/eval",
-          "total"} <= set(summary["seconds"])
+  evaluations = {"baseline": _results(tmp_path)["baseline/eval/xquad_r.json"]}
+  assert evaluations["baseline"]["settings"]["step"] is None
+  for ratio in (0.0, 1.0):
+    evaluations[ratio] = _results(tmp_path)[
+        f"ratio_{ratio:.3f}_seed_0/eval/xquad_r.json"]
+  with open(tmp_path / "report" / "results.csv") as f:
+    rows = [r for r in csv.DictReader(f) if r["seed"] == "mean"]
+  for row in rows:
+    found = evaluations["baseline" if row["model"] == "baseline"
+                        else float(row["ratio"])]
+    setting, metric = row["metric"].split("/")
+    stated = (found["rank_distance"]["mean"] if metric == "rank_distance"
+              else found[setting][metric])
+    assert float(row["value"]) == pytest.approx(stated, rel=1e-12)
+    assert float(row["ci_low"]) <= float(row["value"]) <= float(
+        row["ci_high"])
+  assert len(rows) == 3 * 12  # Baseline and 2 ratios x 12 metrics.
+  report = (tmp_path / "report" / "report.md").read_text()
+  for model, label in (("baseline", "zero-shot baseline"),
+                       (1.0, "α = 1 (1 seed)")):
+    assert (f"| {label} | {evaluations[model]['multi']['map']:.4f} ["
+            in report)
+  numbers = json.loads((tmp_path / "report" / "results.json").read_text())
+  matrix = numbers["datasets"]["xquad_r"]["matrices"]["ratio 0"]
+  assert matrix["de"]["zh"] == evaluations[0.0]["cross"]["matrix"]["de"][
+      "zh"]["map"]
   # Rerunning finds everything finished: nothing is trained or rewritten.
   files = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
-  main.sweep_runs(_smoke(), tmp_path)
+  summary = main.sweep_runs(_smoke(), tmp_path)
   assert {p: p.read_bytes() for p in tmp_path.rglob("*")
           if p.is_file()} == files
+  assert summary["ratio=1.0 seed=0"]["xquad_r"]["multi_map"] == evaluations[
+      1.0]["multi"]["map"]
+  assert {"baseline", "ratio_0.000_seed_0/train", "ratio_0.000_seed_0/eval",
+          "report", "total"} <= set(summary["seconds"])
 
 
 def test_interrupted_sweep_resumes_to_the_same_results(tmp_path, monkeypatch):
@@ -70,6 +109,7 @@ def test_interrupted_sweep_resumes_to_the_same_results(tmp_path, monkeypatch):
 
   assert metrics(_results(tmp_path / "split")) == metrics(
       _results(tmp_path / "whole"))
+  assert _report(tmp_path / "split") == _report(tmp_path / "whole")
 
 
 def test_repeated_ratios_are_rejected():

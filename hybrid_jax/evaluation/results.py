@@ -128,12 +128,12 @@ def cross_map_csv(summary: dict[str, Any]) -> str:
   return out.getvalue()
 
 
-def _json_safe(value):
+def json_safe(value):
   """`value` with NaN as None and numpy scalars as Python numbers."""
   if isinstance(value, dict):
-    return {k: _json_safe(v) for k, v in value.items()}
+    return {k: json_safe(v) for k, v in value.items()}
   if isinstance(value, (list, tuple)):
-    return [_json_safe(v) for v in value]
+    return [json_safe(v) for v in value]
   if isinstance(value, (float, np.floating)):
     return None if math.isnan(value) else float(value)
   if isinstance(value, np.integer):
@@ -166,7 +166,7 @@ def read_existing(directory: pathlib.Path, name: str,
     raise ValueError(
         f"{file} is not valid JSON ({e}): a damaged result. Move it away to "
         "evaluate again.") from e
-  wanted = _json_safe(settings)
+  wanted = json_safe(settings)
   if found.get("settings") != wanted:
     differ = sorted(k for k in wanted.keys() | found.get("settings", {}).keys()
                     if wanted.get(k) != found.get("settings", {}).get(k))
@@ -195,4 +195,4 @@ def write(directory: pathlib.Path, name: str, result: dict[str, Any],
   with files.atomic_write(out["csv"]) as f:
     f.write(cross_map_csv(result))
   with files.atomic_write(out["json"]) as f:
-    json.dump(_json_safe(result), f, indent=1)
+    json.dump(json_safe(result), f, indent=1)

@@ -1,0 +1,1 @@
+"""The sweep report: statistics, tables, figures and findings."""
