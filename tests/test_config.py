@@ -29,7 +29,7 @@ def _parse(*args):
     (":quick", "sweep.ratios", (0.0, 0.5, 1.0)),
     (":indomain", "data.train", "xquad_r:train"),
     (":smoke", "model.tokenizer", "bytes"),
-    (":tpu", "data.query_prefix", ""),
+    (":tpu", "data.query_prefix", "Query: "),
 ])
 def test_every_preset_converts(preset, field, value):
   cfg = config_lib.from_config_dict(_parse(f"--config={CONFIG}{preset}"))
