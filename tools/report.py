@@ -1,11 +1,12 @@
-r"""Regenerates a sweep's report from its evaluation files alone.
+r"""Regenerates a sweep's report from its evaluation files and run configs.
 
   python tools/report.py --workdir=DIR
 
 DIR is a sweep's --workdir: its baseline/eval/ and every
-ratio_<r>_seed_<s>/eval/ are read, and DIR/report/ is rewritten (report.md,
-results.json, results.csv, figures). Runs still missing are left out, so a
-partial sweep gets a partial report; no model is loaded.
+ratio_<r>_seed_<s>/ (config.json, eval/) are read, and DIR/report/ is
+rewritten (report.md, results.json, the CSVs, figures). Evaluations still
+missing are left out and listed, so a partial sweep gets a partial report;
+no model is loaded.
 """
 
 from absl import app

@@ -11,7 +11,7 @@ For each data set:
   tests        paired permutation tests over questions: ratio 0.5 (the
                paper's) against 0 and 1, and the best ratio against each
                other one (Holm-adjusted within each family);
-  matrices     the query x candidate language mAP of every model.
+  (each row also holds its query x candidate language mAP matrix).
 
 Every value is recomputed from `<set>.queries.npz`; the point estimates
 equal the macro averages of `<set>.json`.
@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from hybrid_jax.report import collect
+from hybrid_jax.report import formatting
 from hybrid_jax.report import statistics
 
 # (setting in the arrays, metric) of the report's tables.
@@ -41,6 +42,7 @@ GROUPS = ("all pairs", "both seen", "one unseen", "both unseen")
 
 
 def key(setting: str, metric: str) -> str:
+  """The name of a metric of a setting, e.g. `cross/map`."""
   return f"{setting}/{metric}"
 
 
@@ -52,6 +54,7 @@ class Layout:
 
   @classmethod
   def of(cls, evaluation: collect.Evaluation) -> "Layout":
+    """The tasks and ids of `evaluation` (the baseline's)."""
     tasks, ids = {}, {}
     for setting in ("mono", "cross", "multi"):
       tasks[setting] = evaluation.tasks(setting)
@@ -77,15 +80,17 @@ class Layout:
 
 
 def _summary_value(evaluation: collect.Evaluation, setting: str,
-                   metric: str) -> float | None:
-  """The macro average as the evaluation JSON states it."""
+                   metric: str) -> float:
+  """The macro average as the evaluation JSON states it (NaN for none)."""
   if metric == "rank_distance":
-    return evaluation.summary["rank_distance"]["mean"]
-  return evaluation.summary[setting][metric]
+    value = evaluation.summary["rank_distance"]["mean"]
+  else:
+    value = evaluation.summary[setting][metric]
+  return float("nan") if value is None else float(value)
 
 
-def _check_equal(found: float, stated: float | None, where: str) -> None:
-  if stated is None or not np.isclose(found, stated, rtol=1e-9, atol=1e-12):
+def _check_equal(found: float, stated: float, where: str) -> None:
+  if not np.isclose(found, stated, rtol=1e-9, atol=1e-12, equal_nan=True):
     raise ValueError(
         f"{where}: the per-query arrays give {found}, the JSON {stated}; the "
         "files do not belong together. Evaluate this model again.")
@@ -100,7 +105,7 @@ def _tables(layout: Layout, evaluations: list[collect.Evaluation],
     per_seed = []
     for evaluation in evaluations:
       table = layout.table(evaluation, setting, metric)
-      _check_equal(float(statistics.macro(statistics.observed(table))),
+      _check_equal(float(statistics.macro(statistics.point_means(table))),
                    _summary_value(evaluation, setting, metric),
                    f"{name} {key(setting, metric)}")
       per_seed.append(table)
@@ -108,14 +113,15 @@ def _tables(layout: Layout, evaluations: list[collect.Evaluation],
   return out
 
 
-def _row(label: str, ratio: float | None, seeds: tuple[int, ...],
+def _row(ratio: float | None, seeds: tuple[int, ...],
          evaluations: list[collect.Evaluation], tables: dict[str, np.ndarray],
          weights: dict[str, np.ndarray]) -> dict[str, Any]:
+  """One model's metrics (value, interval, spread over seeds) and its
+  query x candidate language mAP matrix."""
   metrics = {}
   for setting, metric in METRICS:
     k = key(setting, metric)
-    per_seed = [float(_summary_value(e, setting, metric))
-                for e in evaluations]
+    per_seed = [_summary_value(e, setting, metric) for e in evaluations]
     samples = statistics.macro(
         statistics.task_means(tables[k], weights[setting]))
     metrics[k] = {
@@ -124,8 +130,9 @@ def _row(label: str, ratio: float | None, seeds: tuple[int, ...],
         "seed_sd": (float(np.std(per_seed, ddof=1)) if len(per_seed) > 1
                     else None),
         "per_seed": dict(zip(map(str, seeds), per_seed))}
-  return {"model": label, "ratio": ratio, "seeds": list(seeds),
-          "metrics": metrics}
+  return {"model": BASELINE if ratio is None else "trained", "ratio": ratio,
+          "seeds": list(seeds), "metrics": metrics,
+          "cross_matrix": _matrix(evaluations)}
 
 
 def _group(pair: str, seen: set[str]) -> str:
@@ -138,37 +145,47 @@ def _robustness(ratio: float | None, pairs: tuple[str, ...],
                 seen: set[str]) -> list[dict[str, Any]]:
   """Cross-lingual mAP statistics over language pairs: all pairs and, if
   some languages were not seen in training, per group of pairs."""
-  unseen = any(_group(p, seen) != "both seen" for p in pairs)
-  means = statistics.observed(table)
+  means = statistics.point_means(table)
   samples = statistics.task_means(table, weights)
+  groups = {"all pairs": np.isfinite(means)}
+  if any(_group(p, seen) != "both seen" for p in pairs):
+    for group in GROUPS[1:]:
+      groups[group] = groups["all pairs"] & np.array(
+          [_group(p, seen) == group for p in pairs], bool)
   out = []
-  groups = [g for g in GROUPS if g == "all pairs" or unseen]
-  for group in groups:
-    chosen = np.array([group == "all pairs" or _group(p, seen) == group
-                       for p in pairs])
+  for group, chosen in groups.items():
     if not chosen.any():
       continue
     names = [p for p, c in zip(pairs, chosen) if c]
     values = means[chosen]
-    worst, best = int(np.nanargmin(values)), int(np.nanargmax(values))
+    worst, best = int(np.argmin(values)), int(np.argmax(values))
     out.append({
         "ratio": ratio, "group": group, "num_pairs": int(chosen.sum()),
-        "mean": float(np.nanmean(values)),
+        "mean": float(values.mean()),
         "mean_ci": list(statistics.interval(
             statistics.macro(samples[:, chosen]))),
-        "std": float(np.nanstd(values)),
+        "std": float(values.std()),
         "worst_pair": names[worst], "worst_map": float(values[worst]),
         "best_pair": names[best], "best_map": float(values[best]),
         "gap": float(values[best] - values[worst])})
   return out
 
 
-def best_ratio(rows: list[dict[str, Any]], k: str) -> float:
-  """The ratio with the best value of metric `k` (ties: the smaller)."""
-  trained = [r for r in rows if r["model"] != BASELINE]
+def trained_rows(rows: list[dict[str, Any]], k: str) -> list[dict[str, Any]]:
+  """The rows of trained ratios that have a value of metric `k`."""
+  return [r for r in rows if r["model"] != BASELINE
+          and np.isfinite(r["metrics"][k]["value"])]
+
+
+def best_ratio(rows: list[dict[str, Any]], k: str) -> float | None:
+  """The ratio with the best value of metric `k` (ties: the smaller);
+  None if no ratio has a value."""
+  candidates = trained_rows(rows, k)
+  if not candidates:
+    return None
   sign = -1 if k in LOWER_IS_BETTER else 1
-  return max(trained, key=lambda r: (sign * r["metrics"][k]["value"],
-                                     -r["ratio"]))["ratio"]
+  return max(candidates, key=lambda r: (sign * r["metrics"][k]["value"],
+                                        -r["ratio"]))["ratio"]
 
 
 def _test(k: str, a: float, b: float, family: str,
@@ -178,7 +195,7 @@ def _test(k: str, a: float, b: float, family: str,
   samples = statistics.macro(statistics.task_means(difference, weights))
   return {"metric": k, "family": family, "ratio": a, "other": b,
           "difference": float(statistics.macro(
-              statistics.observed(difference))),
+              statistics.point_means(difference))),
           "ci": list(statistics.interval(samples)),
           "p": statistics.paired_permutation_p(tables[a][k], tables[b][k])}
 
@@ -190,10 +207,12 @@ def _tests(rows: list[dict[str, Any]],
   out = []
   for k in TESTED:
     w = weights[k.split("/")[0]]
+    usable = {r["ratio"] for r in trained_rows(rows, k)}
     families = {"paper": [(PAPER_RATIO, other) for other in (0.0, 1.0)
-                          if PAPER_RATIO in tables and other in tables]}
+                          if {PAPER_RATIO, other} <= usable]}
     best = best_ratio(rows, k)
-    families["best"] = [(best, other) for other in tables if other != best]
+    families["best"] = [(best, other) for other in sorted(usable)
+                        if other != best]
     for family, comparisons in families.items():
       found = [_test(k, a, b, family, tables, w) for a, b in comparisons]
       for test, adjusted in zip(found, statistics.holm(
@@ -209,10 +228,13 @@ def _matrix(evaluations: list[collect.Evaluation]
   out = {}
   for evaluation in evaluations:
     s = evaluation.summary
-    for x, mono in s["mono"]["per_language"].items():
-      out.setdefault(x, {}).setdefault(x, []).append(mono["map"])
-      for y, cell in s["cross"]["matrix"].get(x, {}).items():
-        out[x].setdefault(y, []).append(cell["map"])
+    cells = [(x, x, mono["map"]) for x, mono in
+             s["mono"]["per_language"].items()]
+    cells += [(x, y, cell["map"]) for x, row in s["cross"]["matrix"].items()
+              for y, cell in row.items()]
+    for x, y, value in cells:
+      if value is not None:
+        out.setdefault(x, {}).setdefault(y, []).append(value)
   return {x: {y: float(np.mean(v)) for y, v in row.items()}
           for x, row in out.items()}
 
@@ -223,35 +245,45 @@ def analyse_dataset(sweep: collect.Sweep, name: str) -> dict[str, Any]:
   weights = {setting: statistics.bootstrap_weights(len(ids))
              for setting, ids in layout.ids.items()}
   seen = set(sweep.train_languages)
-  languages = list(layout.tasks["mono"])
-  models = [(BASELINE, None, (), [sweep.baseline[name]])] + [
-      (f"ratio {ratio:g}", ratio, sweep.seeds(ratio),
-       [sweep.runs[ratio, s][name] for s in sweep.seeds(ratio)])
-      for ratio in sweep.ratios]
-  rows, robustness, tables, matrices = [], [], {}, {}
-  for label, ratio, seeds, evaluations in models:
-    model_tables = _tables(layout, evaluations, f"{name} {label}")
-    rows.append(_row(label if ratio is None else "ratio", ratio, seeds,
-                     evaluations, model_tables, weights))
+  evaluated = sweep.evaluated(name)
+  by_ratio = {}
+  for (ratio, seed), evaluation in evaluated.items():
+    by_ratio.setdefault(ratio, {})[seed] = evaluation
+  models = [(None, {None: sweep.baseline[name]})] + sorted(by_ratio.items())
+  rows, robustness, tables = [], [], {}
+  for ratio, per_seed in models:
+    evaluations = list(per_seed.values())
+    model_tables = _tables(layout, evaluations,
+                           f"{name} {formatting.ratio(ratio)}")
+    seeds = () if ratio is None else tuple(per_seed)
+    rows.append(_row(ratio, seeds, evaluations, model_tables, weights))
     robustness += _robustness(ratio, layout.tasks["cross"],
                               model_tables["cross/map"], weights["cross"],
                               seen)
-    matrices[label] = _matrix(evaluations)
     if ratio is not None:
       tables[ratio] = model_tables
+  languages = list(layout.tasks["mono"])
   return {"dataset": name, "languages": languages,
           "seen_languages": [l for l in languages if l in seen],
           "unseen_languages": [l for l in languages if l not in seen],
           "num_questions": {s: len(ids) for s, ids in layout.ids.items()},
+          "missing_runs": [list(run) for run in sweep.missing(name)],
           "rows": rows, "robustness": robustness,
-          "tests": _tests(rows, tables, weights), "matrices": matrices}
+          "tests": _tests(rows, tables, weights)}
 
 
 def analyse(sweep: collect.Sweep) -> dict[str, Any]:
-  """The report's numbers for every data set of the sweep."""
+  """The report's numbers for every data set that some run evaluated."""
+  names = [n for n in sweep.baseline if sweep.evaluated(n)]
+  if not names:
+    raise ValueError(
+        "No run of the sweep is evaluated yet: rerun the sweep to finish its "
+        "evaluations.")
+  ratios = sorted({ratio for ratio, _ in sweep.runs})
   return {
-      "ratios": list(sweep.ratios),
-      "seeds": {f"{r:g}": list(sweep.seeds(r)) for r in sweep.ratios},
+      "ratios": ratios,
+      "seeds": {f"{r:g}": sorted(s for q, s in sweep.runs if q == r)
+                for r in ratios},
       "train_languages": list(sweep.train_languages),
       "settings": sweep.settings,
       "statistics": {"confidence": statistics.CONFIDENCE,
@@ -259,5 +291,6 @@ def analyse(sweep: collect.Sweep) -> dict[str, Any]:
                      "permutations": statistics.PERMUTATIONS,
                      "resampling_unit": "question id",
                      "seed": statistics.SEED},
-      "datasets": {name: analyse_dataset(sweep, name)
-                   for name in sweep.datasets}}
+      "not_evaluated_by_any_run": [n for n in sweep.baseline
+                                   if n not in names],
+      "datasets": {name: analyse_dataset(sweep, name) for name in names}}

@@ -4,8 +4,8 @@
   <workdir>/ratio_<r>_seed_<s>/config.json, eval/<set>.json, ...
 
 Only finished evaluations are read (a JSON is written after its arrays).
-Runs must differ only in their ratio and seed: a workdir mixing runs of
-other settings cannot be summarised as one sweep.
+Runs must differ only in their ratio and seed, and be evaluated as the
+baseline was: a workdir mixing other settings is not one sweep.
 """
 
 import dataclasses
@@ -44,19 +44,21 @@ class Evaluation:
 
 @dataclasses.dataclass(frozen=True)
 class Sweep:
-  """The evaluations of a sweep, by data set name."""
-  datasets: tuple[str, ...]
+  """The evaluations of a sweep: the baseline's and each run's, by data set
+  name; a run not (yet) evaluated on a data set lacks it."""
   baseline: dict[str, Evaluation]
   runs: dict[tuple[float, int], dict[str, Evaluation]]  # (ratio, seed).
   train_languages: tuple[str, ...]
   settings: dict[str, Any]  # Training settings shared by every run.
 
-  @property
-  def ratios(self) -> tuple[float, ...]:
-    return tuple(sorted({ratio for ratio, _ in self.runs}))
+  def evaluated(self, name: str) -> dict[tuple[float, int], Evaluation]:
+    """The runs evaluated on data set `name`, by (ratio, seed)."""
+    return {run: evals[name] for run, evals in self.runs.items()
+            if name in evals}
 
-  def seeds(self, ratio: float) -> tuple[int, ...]:
-    return tuple(sorted(s for r, s in self.runs if r == ratio))
+  def missing(self, name: str) -> list[tuple[float, int]]:
+    """The runs not evaluated on data set `name`."""
+    return [run for run, evals in self.runs.items() if name not in evals]
 
 
 def read_evaluation(directory: pathlib.Path, name: str) -> Evaluation:
@@ -85,26 +87,46 @@ def _flat_settings(directory: pathlib.Path) -> dict[str, Any]:
           if k not in SWEPT_SETTINGS}
 
 
+# Evaluation settings that name the model, which differ between models.
+MODEL_SETTINGS = ("model", "step", "model_settings", "seed")
+
+
+def _check_protocol(baseline: Evaluation, run: Evaluation,
+                    where: pathlib.Path) -> None:
+  """Raises if a run was evaluated under other settings than the baseline
+  (languages, lengths, index, prefixes)."""
+  ours, theirs = (
+      {k: v for k, v in e.summary["settings"].items()
+       if k not in MODEL_SETTINGS} for e in (baseline, run))
+  differ = sorted(k for k in ours.keys() | theirs.keys()
+                  if ours.get(k) != theirs.get(k))
+  if differ:
+    raise ValueError(
+        f"{where} was evaluated with other settings than the baseline "
+        f"({differ} differ): one report compares one protocol. Rerun the "
+        "sweep in a fresh workdir.")
+
+
 def read(workdir: pathlib.Path) -> Sweep:
-  """The baseline and every evaluated run of the sweep in `workdir`.
+  """The baseline and every run of the sweep in `workdir`.
 
   Raises:
-    FileNotFoundError: no baseline evaluation or no evaluated run.
+    FileNotFoundError: no baseline evaluation or no run.
     ValueError: runs of different settings, or damaged files.
   """
   workdir = pathlib.Path(workdir)
-  baseline = _finished(workdir / run_directory.BASELINE_DIR / evaluate.EVAL_DIR)
-  run_dirs = sorted(p.parent.parent for p in workdir.glob(
-      f"{run_directory.RUN_PATTERN}/{evaluate.EVAL_DIR}/*.json"))
+  baseline = _finished(workdir / run_directory.BASELINE_DIR /
+                       evaluate.EVAL_DIR)
+  run_dirs = sorted(p.parent for p in workdir.glob(
+      f"{run_directory.RUN_PATTERN}/{run_directory.CONFIG_FILE}"))
   if not baseline or not run_dirs:
     raise FileNotFoundError(
-        f"{workdir} holds no finished sweep evaluations (need "
-        "baseline/eval/<set>.json and ratio_<r>_seed_<s>/eval/<set>.json): "
-        "run the sweep first (python -m hybrid_jax.main "
-        "--config=configs/ratio_sweep.py --workdir=DIR).")
+        f"{workdir} holds no finished sweep (need baseline/eval/<set>.json "
+        "and ratio_<r>_seed_<s>/ runs): run the sweep first (python -m "
+        "hybrid_jax.main --config=configs/ratio_sweep.py --workdir=DIR).")
   shared = _flat_settings(run_dirs[0])
   runs = {}
-  for directory in dict.fromkeys(run_dirs):
+  for directory in run_dirs:
     differ = sorted(k for k, v in _flat_settings(directory).items()
                     if shared.get(k) != v)
     if differ:
@@ -113,15 +135,13 @@ def read(workdir: pathlib.Path) -> Sweep:
           f"({differ} differ): one report covers one sweep. Move it to "
           "another workdir.")
     cfg = run_directory.read_config(directory)
-    runs[cfg.data.ratio, cfg.seed] = _finished(directory / evaluate.EVAL_DIR)
-  datasets = tuple(name for name in baseline
-                   if all(name in evals for evals in runs.values()))
-  if not datasets:
-    raise ValueError(
-        f"No data set of {workdir}/baseline/eval is evaluated by every run: "
-        "rerun the sweep to finish the evaluations.")
+    evals = {name: e for name, e in _finished(
+        directory / evaluate.EVAL_DIR).items() if name in baseline}
+    for name, evaluation in evals.items():
+      _check_protocol(baseline[name], evaluation,
+                      directory / evaluate.EVAL_DIR / f"{name}.json")
+    runs[cfg.data.ratio, cfg.seed] = evals
   cfg = run_directory.read_config(run_dirs[0])
-  return Sweep(datasets=datasets, baseline=baseline,
-               runs=dict(sorted(runs.items())),
+  return Sweep(baseline=baseline, runs=dict(sorted(runs.items())),
                train_languages=cfg.data.train.all_languages,
                settings=shared)

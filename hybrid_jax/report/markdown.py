@@ -4,13 +4,14 @@ from typing import Any
 
 from hybrid_jax.report import analysis
 from hybrid_jax.report import findings as findings_lib
+from hybrid_jax.report import formatting
 
 TABLES = (
     ("Monolingual (X→X)", "mono", ("map", "r@1", "r@10", "ndcg@10")),
     ("Cross-lingual (X→Y, mean over pairs)", "cross",
      ("map", "r@1", "r@10", "ndcg@10")),
-    ("Multilingual (X→pool of every language)", "multi",
-     ("map", "r@10", "ndcg@10")),
+    ("Multilingual (X→pool of every language; no R@1: with R answers per "
+     "question it is at most 1/R)", "multi", ("map", "r@10", "ndcg@10")),
     ("Rank distance (pooled; max − min rank of a question's answers, lower "
      "is better)", "multi", ("rank_distance",)),
 )
@@ -22,19 +23,20 @@ SETTING_KEYS = ("data.train", "data.languages", "model.init",
                 "data.max_passage_length")
 
 
-def _cell(entry: dict[str, Any]) -> str:
+def _cell(entry: dict[str, Any], k: str) -> str:
   low, high = entry["ci"]
-  text = f"{findings_lib.number(entry['value'])} [{findings_lib.number(low)}, {findings_lib.number(high)}]"
+  text = (f"{formatting.number(entry['value'], k)} "
+          f"[{formatting.number(low, k)}, {formatting.number(high, k)}]")
   if entry["seed_sd"] is not None:
-    text += f" ±{findings_lib.number(entry['seed_sd'])}"
+    text += f" ±{formatting.number(entry['seed_sd'], k)}"
   return text
 
 
 def _model(row: dict[str, Any]) -> str:
   if row["ratio"] is None:
     return "zero-shot baseline"
-  return f"α = {row['ratio']:g} ({len(row['seeds'])} seed" + (
-      "s)" if len(row["seeds"]) > 1 else ")")
+  seeds = len(row["seeds"])
+  return f"{formatting.ratio(row['ratio'])} ({seeds} seed{'s' * (seeds > 1)})"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -44,19 +46,21 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def metric_tables(data: dict[str, Any]) -> list[str]:
+  """One table per setting: a row per model, a column per metric."""
   out = []
   for title, setting, metrics in TABLES:
+    keys = [f"{setting}/{m}" for m in metrics]
     out += [f"#### {title}", ""]
     out += _table(["model"] + [HEADERS[m] for m in metrics],
-                  [[_model(r)] + [_cell(r["metrics"][f"{setting}/{m}"])
-                                  for m in metrics] for r in data["rows"]])
+                  [[_model(r)] + [_cell(r["metrics"][k], k) for k in keys]
+                   for r in data["rows"]])
     out.append("")
   return out
 
 
 def robustness_table(data: dict[str, Any]) -> list[str]:
-  rows = [[("zero-shot" if r["ratio"] is None else f"α = {r['ratio']:g}"),
-           r["group"], str(r["num_pairs"]),
+  """Cross-lingual mAP over language pairs, per model and group of pairs."""
+  rows = [[formatting.ratio(r["ratio"]), r["group"], str(r["num_pairs"]),
            f"{r['mean']:.4f} [{r['mean_ci'][0]:.4f}, {r['mean_ci'][1]:.4f}]",
            f"{r['std']:.4f}", f"{r['worst_pair']} {r['worst_map']:.4f}",
            f"{r['best_pair']} {r['best_map']:.4f}", f"{r['gap']:.4f}"]
@@ -66,13 +70,18 @@ def robustness_table(data: dict[str, Any]) -> list[str]:
 
 
 def tests_table(data: dict[str, Any]) -> list[str]:
-  rows = [[findings_lib.NAMES[t["metric"]],
-           ("paper" if t["family"] == "paper" else "best vs other"),
-           f"α = {t['ratio']:g} − α = {t['other']:g}",
-           (f"{findings_lib.number(t['difference'])} [{findings_lib.number(t['ci'][0])}, "
-            f"{findings_lib.number(t['ci'][1])}]"),
-           f"{t['p']:.4f}", f"{t['p_holm']:.4f}"]
-          for t in data["tests"]]
+  """Every paired test: difference with its interval, p and Holm's p."""
+  rows = []
+  for t in data["tests"]:
+    k = t["metric"]
+    low, high = t["ci"]
+    rows.append([
+        findings_lib.NAMES[k],
+        "paper (0.5 vs 0, 1)" if t["family"] == "paper" else "best vs other",
+        f"{formatting.ratio(t['ratio'])} − {formatting.ratio(t['other'])}",
+        (f"{formatting.number(t['difference'], k, '+')} "
+         f"[{formatting.number(low, k)}, {formatting.number(high, k)}]"),
+        f"{t['p']:.4f}", f"{t['p_holm']:.4f}"])
   return _table(["metric", "family", "comparison", "difference [CI]", "p",
                  "Holm p"], rows)
 
@@ -85,23 +94,49 @@ def _setting(value: Any) -> str:
   return ",".join(value) if isinstance(value, list) else str(value)
 
 
-def _settings(results: dict[str, Any]) -> list[str]:
-  settings = results["settings"]
+def _header(results: dict[str, Any]) -> list[str]:
+  settings, stats = results["settings"], results["statistics"]
   seeds = sorted({s for v in results["seeds"].values() for s in v})
-  return [
-      f"- Runs: α ∈ {{{', '.join(f'{r:g}' for r in results['ratios'])}}} × "
-      f"seeds {seeds}; trained on languages "
+  ratios = ", ".join(f"{r:g}" for r in results["ratios"])
+  out = [
+      f"- Runs: α ∈ {{{ratios}}} × seeds {seeds}; trained on languages "
       f"{', '.join(results['train_languages'])}.",
       "- Settings: " + ", ".join(f"`{k}={_setting(settings[k])}`"
                                  for k in SETTING_KEYS if k in settings) + ".",
-      f"- Cells: value [{results['statistics']['confidence']:.0%} bootstrap "
-      f"interval over question ids, {results['statistics']['bootstrap_samples']}"
-      " resamples]; with several seeds, the mean over seeds ± their standard "
-      "deviation. Tests: paired permutation over question ids "
-      f"({results['statistics']['permutations']} sign flips), two-sided; "
-      "Holm-adjusted within each family (α = 0.5 vs 0 and 1; the best α vs "
-      "each other α).",
+      f"- Cells: value [{stats['confidence']:.0%} bootstrap interval over "
+      f"question ids, {stats['bootstrap_samples']} resamples]; with several "
+      "seeds, the mean over seeds ± their standard deviation (the interval "
+      "is that of the seed mean).",
+      f"- Tests: paired permutation over question ids "
+      f"({stats['permutations']} sign flips), two-sided, Holm-adjusted "
+      f"within each family: α = {analysis.PAPER_RATIO:g} against 0 and 1 "
+      "(when swept), and the best α against each other α. The best α is "
+      "picked from these same numbers, so those tests are exploratory.",
   ]
+  if results["not_evaluated_by_any_run"]:
+    out.append("- Not evaluated by any run yet (left out): "
+               f"{', '.join(results['not_evaluated_by_any_run'])}.")
+  return out
+
+
+def _dataset(name: str, data: dict[str, Any], figures: list[str]
+             ) -> list[str]:
+  unseen = ", ".join(data["unseen_languages"]) or "none"
+  out = [f"## {name}", "",
+         f"{len(data['languages'])} languages "
+         f"({', '.join(data['languages'])}; unseen in training: {unseen}); "
+         f"{data['num_questions']['mono']} question ids.", ""]
+  if data["missing_runs"]:
+    missing = ", ".join(f"{formatting.ratio(r)} seed {s}"
+                        for r, s in data["missing_runs"])
+    out += [f"Runs not evaluated on {name} yet (left out): {missing}.", ""]
+  out += ["### Metrics", ""] + metric_tables(data)
+  if data["robustness"]:
+    out += ["### Robustness across language pairs (cross-lingual mAP)", ""]
+    out += robustness_table(data) + [""]
+  if data["tests"]:
+    out += ["### Significance", ""] + tests_table(data) + [""]
+  return out + ["### Figures", ""] + [f"![{f}]({f})" for f in figures] + [""]
 
 
 def render(results: dict[str, Any], figures: dict[str, list[str]]) -> str:
@@ -109,26 +144,12 @@ def render(results: dict[str, Any], figures: dict[str, list[str]]) -> str:
   out = ["# Ratio sweep report", "",
          "How the share α of monolingual (X-X) batches in hybrid-batch "
          "training changes retrieval (LAReQA protocol).", "",
-         *_settings(results), "", "## Findings", ""]
+         *_header(results), "", "## Findings", ""]
   for name, data in results["datasets"].items():
     out += [f"### {name}", ""]
-    out += [f"- {s}" for s in findings_lib.findings(data)]
-    out.append("")
+    out += [f"- {s}" for s in findings_lib.findings(data)] + [""]
   for name, data in results["datasets"].items():
-    unseen = ", ".join(data["unseen_languages"]) or "none"
-    out += [f"## {name}", "",
-            f"{len(data['languages'])} languages "
-            f"({', '.join(data['languages'])}; unseen in training: {unseen}); "
-            f"{data['num_questions']['mono']} question ids.", ""]
-    out += ["### Metrics", ""] + metric_tables(data)
-    out += ["### Robustness across language pairs (cross-lingual mAP)", ""]
-    out += robustness_table(data) + [""]
-    out += ["### Significance", ""] + tests_table(data) + [""]
-    out += ["### Figures", ""]
-    out += [f"![{f}]({f})" for f in figures[name]] + [""]
-  out += ["Every number is in `results.json` (and the tables in "
-          "`results.csv`). The best α of a metric is picked from these same "
-          "numbers, so its tests are exploratory: Holm's adjustment covers "
-          "the several comparisons, not the choice.",
-          f"Tested metrics: {', '.join(analysis.TESTED)}."]
+    out += _dataset(name, data, figures[name])
+  out.append("Every number is in `results.json`; the tables are also in "
+             "`results.csv`, `robustness.csv` and `tests.csv`.")
   return "\n".join(out) + "\n"

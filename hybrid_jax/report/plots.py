@@ -19,6 +19,7 @@ from matplotlib import figure
 import numpy as np
 
 from hybrid_jax import files
+from hybrid_jax.report import formatting
 
 SETTINGS = (("mono", "monolingual (X→X)"), ("cross", "cross-lingual (X→Y)"),
             ("multi", "multilingual (X→pool)"))
@@ -47,6 +48,7 @@ def _curve(ax, data: dict[str, Any], k: str, label: str, color: str) -> None:
 
 def metrics_vs_ratio(data: dict[str, Any], confidence: float,
                      path: pathlib.Path) -> None:
+  """A panel per setting: each metric against the ratio."""
   fig = figure.Figure(figsize=(13, 4), layout="constrained")
   axes = fig.subplots(1, len(SETTINGS), sharex=True)
   for ax, (setting, title) in zip(axes, SETTINGS):
@@ -65,6 +67,7 @@ def metrics_vs_ratio(data: dict[str, Any], confidence: float,
 
 def rank_distance_vs_ratio(data: dict[str, Any], confidence: float,
                            path: pathlib.Path) -> None:
+  """Rank distance against the ratio."""
   fig = figure.Figure(figsize=(5.5, 4), layout="constrained")
   ax = fig.subplots()
   _curve(ax, data, "multi/rank_distance", "rank distance", "C4")
@@ -90,7 +93,7 @@ def _heatmaps(panels: list[tuple[str, np.ndarray]], languages: list[str],
   size = 0.33 * len(languages) + 1.5
   fig = figure.Figure(figsize=(columns * size + 1.2, rows * size + 0.8),
                       layout="constrained")
-  axes = np.atleast_1d(fig.subplots(rows, columns, squeeze=False)).ravel()
+  axes = fig.subplots(rows, columns, squeeze=False).ravel()
   for i, (ax, (name, grid)) in enumerate(zip(axes, panels)):
     image = ax.imshow(grid, cmap=colormap, vmin=limits[0], vmax=limits[1])
     ax.set_title(name, fontsize="medium")
@@ -113,9 +116,10 @@ def reference_ratio(ratios: list[float]) -> float:
 
 
 def cross_maps(data: dict[str, Any], path: pathlib.Path) -> None:
+  """The mAP matrix of the baseline and of every ratio."""
   languages = data["languages"]
-  panels = [(name.replace("ratio ", "α = "), _grid(m, languages))
-            for name, m in data["matrices"].items()]
+  panels = [(formatting.ratio(r["ratio"]), _grid(r["cross_matrix"], languages))
+            for r in data["rows"]]
   every = np.concatenate([g.ravel() for _, g in panels])
   _heatmaps(panels, languages, f"{data['dataset']}: mAP by query x candidate "
             "language (diagonal: monolingual)", "viridis",
@@ -123,17 +127,18 @@ def cross_maps(data: dict[str, Any], path: pathlib.Path) -> None:
 
 
 def cross_map_differences(data: dict[str, Any], path: pathlib.Path) -> None:
+  """Each ratio's mAP matrix minus the reference ratio's."""
   languages = data["languages"]
-  ratios = [r["ratio"] for r in data["rows"] if r["ratio"] is not None]
-  reference = reference_ratio(ratios)
-  base = _grid(data["matrices"][f"ratio {reference:g}"], languages)
-  panels = [(f"α = {r:g} − α = {reference:g}",
-             _grid(data["matrices"][f"ratio {r:g}"], languages) - base)
-            for r in ratios if r != reference]
+  trained = {r["ratio"]: _grid(r["cross_matrix"], languages)
+             for r in data["rows"] if r["ratio"] is not None}
+  reference = reference_ratio(list(trained))
+  panels = [(f"{formatting.ratio(r)} − {formatting.ratio(reference)}",
+             grid - trained[reference])
+            for r, grid in trained.items() if r != reference]
   extent = max(float(np.nanmax(np.abs(np.stack([g for _, g in panels])))),
                1e-6)
   _heatmaps(panels, languages, f"{data['dataset']}: mAP difference against "
-            f"α = {reference:g}", "RdBu", (-extent, extent), path)
+            f"{formatting.ratio(reference)}", "RdBu", (-extent, extent), path)
 
 
 def draw(data: dict[str, Any], confidence: float,
