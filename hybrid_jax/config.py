@@ -245,6 +245,12 @@ class ExperimentConfig:
       raise ValueError(f"job={self.job!r}; use one of {JOBS}.")
 
 
+def differing_keys(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+  """The keys, sorted, whose values differ between two settings mappings
+  (a key only one of them has counts as differing)."""
+  return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+
+
 def _csv(text: str) -> tuple[str, ...]:
   return tuple(t.strip() for t in text.split(",") if t.strip())
 

@@ -94,8 +94,7 @@ def check_same_run(directory: pathlib.Path,
     return
   found = result_settings(_read_json(file))
   wanted = result_settings(config_json(cfg))
-  differ = sorted(k for k in wanted.keys() | found.keys()
-                  if wanted.get(k) != found.get(k))
+  differ = config_lib.differing_keys(wanted, found)
   if differ:
     raise ValueError(
         f"{directory} holds a run of a different config ({differ} differ "

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from hybrid_jax import config as config_lib
 from hybrid_jax import files
 from hybrid_jax.evaluation import protocol
 
@@ -168,8 +169,7 @@ def read_existing(directory: pathlib.Path, name: str,
         "evaluate again.") from e
   wanted = json_safe(settings)
   if found.get("settings") != wanted:
-    differ = sorted(k for k in wanted.keys() | found.get("settings", {}).keys()
-                    if wanted.get(k) != found.get("settings", {}).get(k))
+    differ = config_lib.differing_keys(wanted, found.get("settings", {}))
     raise ValueError(
         f"{file} holds results of other settings ({differ} differ). They are "
         "kept: evaluate into another --workdir, or move the file away.")

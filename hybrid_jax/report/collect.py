@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from hybrid_jax import config as config_lib
 from hybrid_jax import run_directory
 from hybrid_jax.evaluation import evaluate
 from hybrid_jax.evaluation import results
@@ -98,8 +99,7 @@ def _check_protocol(baseline: Evaluation, run: Evaluation,
   ours, theirs = (
       {k: v for k, v in e.summary["settings"].items()
        if k not in MODEL_SETTINGS} for e in (baseline, run))
-  differ = sorted(k for k in ours.keys() | theirs.keys()
-                  if ours.get(k) != theirs.get(k))
+  differ = config_lib.differing_keys(ours, theirs)
   if differ:
     raise ValueError(
         f"{where} was evaluated with other settings than the baseline "
@@ -127,8 +127,7 @@ def read(workdir: pathlib.Path) -> Sweep:
   shared = _flat_settings(run_dirs[0])
   runs = {}
   for directory in run_dirs:
-    differ = sorted(k for k, v in _flat_settings(directory).items()
-                    if shared.get(k) != v)
+    differ = config_lib.differing_keys(shared, _flat_settings(directory))
     if differ:
       raise ValueError(
           f"{directory} is a run of other settings than {run_dirs[0]} "
