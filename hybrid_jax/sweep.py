@@ -25,6 +25,7 @@ from hybrid_jax.evaluation import evaluate
 from hybrid_jax.evaluation import stopwatch as stopwatch_lib
 from hybrid_jax.report import build
 
+
 @dataclasses.dataclass(frozen=True)
 class SweepResult:
   """Evaluation results (by data set) of the baseline and of every run."""

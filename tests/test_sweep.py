@@ -39,8 +39,9 @@ def test_the_command_runs_the_sweep_and_reports_its_evaluations(tmp_path):
                  capture_output=True)
   assert set(_report(tmp_path)) == {
       "report.md", "results.json", "results.csv", "robustness.csv",
-      "tests.csv", "xquad_r.metrics_vs_ratio.png", "xquad_r.rank_distance_vs_ratio.png",
-      "xquad_r.cross_map.png", "xquad_r.cross_map_difference.png"}
+      "tests.csv", "xquad_r.metrics_vs_ratio.png",
+      "xquad_r.rank_distance_vs_ratio.png", "xquad_r.cross_map.png",
+      "xquad_r.cross_map_difference.png"}
   assert sorted(_results(tmp_path)) == [
       "baseline/eval/xquad_r.json", "ratio_0.000_seed_0/eval/xquad_r.json",
       "ratio_1.000_seed_0/eval/xquad_r.json"]

@@ -37,9 +37,11 @@ class Evaluation:
                          if k.startswith(setting + "/")}))
 
   def qids(self, setting: str, task: str) -> np.ndarray:
+    """The question ids of a task's queries."""
     return self.arrays[f"{setting}/{task}/qid"]
 
   def values(self, setting: str, task: str, metric: str) -> np.ndarray:
+    """A metric's per-query values of a task, in `qids` order."""
     return self.arrays[f"{setting}/{task}/{metric}"]
 
 
