@@ -4,6 +4,7 @@ The only module that imports orbax. Saves are asynchronous (by
 default), every `checkpoint_every` steps and at the end, keeping the newest
 `keep_checkpoints`. Orbax writes a step into a temporary directory and
 renames it when complete, so a preempted save never looks finished.
+Orbax needs absolute paths: relative directories are made absolute here.
 """
 
 import pathlib
@@ -26,7 +27,7 @@ def restore_part(directory: pathlib.Path, step: int, target: Any) -> Any:
     target: a dict naming the wanted fields of the state, as
       ShapeDtypeStructs with shardings (the rest is not read).
   """
-  path = directory / str(step) / "state"
+  path = pathlib.Path(directory).absolute() / str(step) / "state"
   checkpointer = ocp.PyTreeCheckpointer()
   try:
     return checkpointer.restore(path, args=ocp.args.PyTreeRestore(
@@ -49,7 +50,7 @@ def complete_steps(directory: pathlib.Path) -> list[int]:
   if not directory.is_dir():
     return []
   manager = ocp.CheckpointManager(
-      directory, options=ocp.CheckpointManagerOptions(create=False))
+      pathlib.Path(directory).absolute(), options=ocp.CheckpointManagerOptions(create=False))
   try:
     return sorted(manager.all_steps())
   finally:
@@ -61,9 +62,9 @@ class Checkpoints:
 
   def __init__(self, directory: pathlib.Path, *, every: int, keep: int,
                asynchronous: bool = True):
-    self.directory = directory
+    self.directory = pathlib.Path(directory).absolute()
     self._manager = ocp.CheckpointManager(
-        directory,
+        self.directory,
         options=ocp.CheckpointManagerOptions(
             save_decision_policy=ocp.checkpoint_managers.FixedIntervalPolicy(
                 every),

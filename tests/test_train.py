@@ -3,6 +3,7 @@
 import dataclasses
 import functools
 import json
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -212,9 +213,11 @@ def _crash_at(monkeypatch, crash_step):
   monkeypatch.setattr(checkpointing.Checkpoints, "save", save_or_crash)
 
 
-def test_smoke_run_end_to_end(tmp_path):
-  cfg = _smoke(train__num_steps=3, data__hard_negatives=True)
-  result = train.run(cfg, tmp_path)
+def test_smoke_run_end_to_end(tmp_path, monkeypatch):
+  cfg = _smoke(train__num_steps=3, data__hard_negatives=True,
+               train__async_checkpoints=True)
+  monkeypatch.chdir(tmp_path)  # A relative --workdir (orbax needs absolute).
+  result = train.run(cfg, pathlib.Path("."))
   assert result.step == 3 and np.isfinite(result.metrics["loss"])
   directory = result.directory
   assert directory.name == "ratio_0.500_seed_0"
@@ -227,7 +230,7 @@ def test_smoke_run_end_to_end(tmp_path):
   assert data == {"step": 3} and state.step == 3
   # A finished run is not trained again, and its files stay as they are.
   files = {p: p.read_bytes() for p in directory.rglob("*") if p.is_file()}
-  assert train.run(cfg, tmp_path).metrics == {}
+  assert train.run(cfg, pathlib.Path(".")).metrics == {}
   assert {p: p.read_bytes() for p in directory.rglob("*")
           if p.is_file()} == files
 
