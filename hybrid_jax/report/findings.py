@@ -58,15 +58,16 @@ def best_sentence(data: dict[str, Any], k: str) -> str | None:
     return text + "; the only trained ratio."
   runner_up = min(tests, key=lambda t: abs(t["difference"]))
   other = formatting.ratio(runner_up["other"])
-  low, high = runner_up["ci"]
+  # The advantage over the runner-up, positive when better (and its CI).
+  sign = -1 if k in analysis.LOWER_IS_BETTER else 1
+  low, high = sorted(sign * x for x in runner_up["ci"])
   if runner_up["difference"] == 0:
     text += f", tied with {other}"
   else:
     text += (f"; ahead of the next best, {other}, by "
              f"{formatting.number(abs(runner_up['difference']), k)} "
-             f"({statistics.CONFIDENCE:.0%} CI "
-             f"of the difference {formatting.number(low, k)} to "
-             f"{formatting.number(high, k)})")
+             f"({statistics.CONFIDENCE:.0%} CI {formatting.number(low, k)} "
+             f"to {formatting.number(high, k)})")
   sds = [sd for r in data["rows"] if r["ratio"] in (best, runner_up["other"])
          for sd in [r["metrics"][k]["seed_sd"]] if sd is not None]
   if sds and abs(runner_up["difference"]) < max(sds):

@@ -12,6 +12,7 @@ Per data set `<set>`:
                                 largest).
 """
 
+import math
 import pathlib
 from typing import Any
 
@@ -88,7 +89,7 @@ def _grid(matrix: dict[str, dict[str, float]],
 def _heatmaps(panels: list[tuple[str, np.ndarray]], languages: list[str],
               title: str, colormap: str, limits: tuple[float, float],
               path: pathlib.Path) -> None:
-  columns = min(3, len(panels))
+  columns = min(3, math.ceil(math.sqrt(len(panels))))
   rows = -(-len(panels) // columns)
   size = 0.33 * len(languages) + 1.5
   fig = figure.Figure(figsize=(columns * size + 1.2, rows * size + 0.8),
