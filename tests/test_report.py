@@ -6,11 +6,14 @@ import dataclasses
 import io
 import itertools
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from configs import ratio_sweep
+from conftest import REPO
 from hybrid_jax import config as config_lib
 from hybrid_jax import run_directory
 from hybrid_jax.evaluation import protocol
@@ -306,3 +309,12 @@ def test_a_run_evaluated_under_other_settings_is_refused(sweep_dir):
   with pytest.raises(ValueError, match=r"other settings than the baseline "
                      r"\(\['index'\] differ\)"):
     collect.read(sweep_dir)
+
+
+def test_the_tool_rebuilds_the_report(sweep_dir):
+  out = subprocess.run(
+      [sys.executable, "tools/report.py", f"--workdir={sweep_dir}"],
+      check=True, cwd=REPO, capture_output=True, text=True).stdout
+  assert "xquad_r; ratios [0.0, 0.25, 0.5, 1.0]" in out
+  assert (sweep_dir / "report" / "report.md").read_text().startswith(
+      "# Ratio sweep report")
