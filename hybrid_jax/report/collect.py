@@ -83,11 +83,10 @@ def _finished(directory: pathlib.Path) -> dict[str, Evaluation]:
   return {name: read_evaluation(directory, name) for name in names}
 
 
-def _flat_settings(directory: pathlib.Path) -> dict[str, Any]:
+def _flat_settings(cfg: config_lib.ExperimentConfig) -> dict[str, Any]:
   """A run's result settings, except those the sweep varies."""
-  config = run_directory.config_json(run_directory.read_config(directory))
-  return {k: v for k, v in run_directory.result_settings(config).items()
-          if k not in SWEPT_SETTINGS}
+  return {k: v for k, v in run_directory.result_settings(
+      run_directory.config_json(cfg)).items() if k not in SWEPT_SETTINGS}
 
 
 # Evaluation settings that name the model, which differ between models.
@@ -126,23 +125,22 @@ def read(workdir: pathlib.Path) -> Sweep:
         f"{workdir} holds no finished sweep (need baseline/eval/<set>.json "
         "and ratio_<r>_seed_<s>/ runs): run the sweep first (python -m "
         "hybrid_jax.main --config=configs/ratio_sweep.py --workdir=DIR).")
-  shared = _flat_settings(run_dirs[0])
+  configs = {d: run_directory.read_config(d) for d in run_dirs}
+  shared = _flat_settings(configs[run_dirs[0]])
   runs = {}
-  for directory in run_dirs:
-    differ = config_lib.differing_keys(shared, _flat_settings(directory))
+  for directory, cfg in configs.items():
+    differ = config_lib.differing_keys(shared, _flat_settings(cfg))
     if differ:
       raise ValueError(
           f"{directory} is a run of other settings than {run_dirs[0]} "
           f"({differ} differ): one report covers one sweep. Move it to "
           "another workdir.")
-    cfg = run_directory.read_config(directory)
     evals = {name: e for name, e in _finished(
         directory / evaluate.EVAL_DIR).items() if name in baseline}
     for name, evaluation in evals.items():
       _check_protocol(baseline[name], evaluation,
                       directory / evaluate.EVAL_DIR / f"{name}.json")
     runs[cfg.data.ratio, cfg.seed] = evals
-  cfg = run_directory.read_config(run_dirs[0])
   return Sweep(baseline=baseline, runs=dict(sorted(runs.items())),
-               train_languages=cfg.data.train.all_languages,
+               train_languages=configs[run_dirs[0]].data.train.all_languages,
                settings=shared)
