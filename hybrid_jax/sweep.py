@@ -8,11 +8,12 @@ report.
 Rerunning the sweep skips what is finished (evaluations are read back,
 finished runs are not trained again), resumes an interrupted run from its
 newest checkpoint, and never overwrites results. Every stage prints its
-wall time.
+wall time, and the end the process's peak resident memory.
 """
 
 import dataclasses
 import pathlib
+import resource
 from typing import Any
 
 import jax
@@ -40,6 +41,11 @@ def run_configs(cfg: config_lib.ExperimentConfig
   return [dataclasses.replace(cfg, seed=seed, data=dataclasses.replace(
       cfg.data, ratio=ratio, seed=seed))
           for ratio in cfg.sweep.ratios for seed in cfg.sweep.seeds]
+
+
+def peak_resident_gib() -> float:
+  """This process's peak resident memory so far, in GiB (Linux)."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def _say(message: str) -> None:
@@ -75,5 +81,6 @@ def run(cfg: config_lib.ExperimentConfig, workdir: pathlib.Path) -> SweepResult:
     _say(f"report: {watch.seconds['report']:.1f} s, "
          f"{workdir / build.REPORT_DIR / 'report.md'}")
   seconds = watch.rounded()
-  _say(f"sweep: {seconds['total']:.1f} s")
+  _say(f"sweep: {seconds['total']:.1f} s, peak resident memory "
+       f"{peak_resident_gib():.2f} GiB")
   return SweepResult(baseline=baseline, runs=runs, seconds=seconds)

@@ -50,6 +50,22 @@ def test_dropout_only_with_rngs(mesh):
   assert not np.allclose(dropped[0], plain[0])
 
 
+@pytest.mark.parametrize("rate", [0.1, 0.5])
+def test_dropout_drops_at_its_rate_and_keeps_the_mean(rate):
+  x = jnp.ones((1001, 999), jnp.float32)  # An odd size: bits are paired.
+  y = np.asarray(encoder.Dropout(rate)(x, nnx.Rngs(dropout=3)))
+  dropped = np.mean(y == 0)
+  n = x.size  # Binomial: 5 standard deviations.
+  assert abs(dropped - rate) < 5 * np.sqrt(rate * (1 - rate) / n)
+  kept = np.unique(y[y != 0])
+  np.testing.assert_allclose(kept, [2**16 / (2**16 - round(rate * 2**16))])
+  assert abs(y.mean() - 1) < 5 * np.sqrt(rate / (1 - rate) / n)
+  assert encoder.Dropout(rate)(x, None) is x
+  pairs = np.corrcoef((y[:, 0:998:2] == 0).ravel(),  # The two halves of
+                      (y[:, 1:999:2] == 0).ravel())[0, 1]  # one word.
+  assert abs(pairs) < 0.01
+
+
 def test_inputs_longer_than_the_position_table_are_rejected(mesh):
   model = _model(mesh)  # XLM-R layout: 514 positions, pad_id 1.
   assert model.config.encoder.max_length == 512

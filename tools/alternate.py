@@ -1,0 +1,69 @@
+"""Times competing implementations in alternating rounds, one process each.
+
+Each side runs in a process of its own, so that neither framework's thread
+pools, allocator or caches slow the other (in one process, a PyTorch step
+between two JAX steps slowed the JAX steps by half). The processes take
+turns: one timed call at a time, a pause between calls so the previous
+side's threads go idle, and rounds alternate so that machine noise hits
+every side alike.
+"""
+
+import multiprocessing
+import statistics
+import time
+from typing import Callable
+
+# A picklable function that builds, in the worker process, the call to time.
+Maker = Callable[[], Callable[[], object]]
+
+
+def _serve(maker: Maker, connection) -> None:
+  """Worker: builds the call, runs it once untimed, then times on request."""
+  call = maker()
+  call()  # Compiles, warms up.
+  connection.send("ready")
+  while connection.recv():
+    start = time.perf_counter()
+    call()
+    connection.send(time.perf_counter() - start)
+
+
+def median_seconds(makers: dict[str, Maker], rounds: int,
+                   pause: float = 1.0) -> dict[str, float]:
+  """Median seconds per call of every side, timed in alternating rounds.
+
+  Args:
+    makers: side name -> picklable function returning the call to time
+      (it runs in the side's process: import heavy libraries inside it).
+    rounds: timed calls per side.
+    pause: seconds of idleness before each timed call.
+  """
+  context = multiprocessing.get_context("spawn")
+  workers = {}
+  for name, maker in makers.items():
+    ours, theirs = context.Pipe()
+    process = context.Process(target=_serve, args=(maker, theirs),
+                              daemon=True)
+    process.start()
+    workers[name] = (process, ours)
+  try:
+    for name, (_, connection) in workers.items():
+      try:
+        connection.recv()
+      except EOFError:
+        raise RuntimeError(f"The {name} benchmark process failed to start; "
+                           "its error is printed above.") from None
+    seconds = {name: [] for name in workers}
+    for _ in range(rounds):
+      for name, (_, connection) in workers.items():
+        time.sleep(pause)
+        connection.send(True)
+        seconds[name].append(connection.recv())
+    for _, connection in workers.values():
+      connection.send(False)
+  finally:
+    for process, _ in workers.values():
+      process.join(timeout=60)
+      if process.is_alive():
+        process.terminate()
+  return {name: statistics.median(values) for name, values in seconds.items()}
