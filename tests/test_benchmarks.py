@@ -1,0 +1,84 @@
+"""The benchmark tools: their timing harness, reference searches and counts,
+and the accelerator benchmark run small on the CPU."""
+
+import functools
+import re
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+from test_tools import _run
+
+sys.path.insert(0, str(REPO / "tools"))
+import alternate  # pylint: disable=g-import-not-at-top,wrong-import-position
+import bench_evaluation  # pylint: disable=g-import-not-at-top,wrong-import-position
+import bench_retrieval  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def sleeper(seconds: float):
+  """A maker whose call sleeps `seconds` (builtins only: the worker process
+  need not import this module)."""
+  return functools.partial(functools.partial, time.sleep, seconds)
+
+
+def test_alternate_times_each_side_in_its_own_process():
+  seconds = alternate.median_seconds(
+      {"short": sleeper(0.02), "long": sleeper(0.2)}, rounds=3, pause=0.0)
+  assert list(seconds) == ["short", "long"]
+  assert 0.02 <= seconds["short"] < 0.15 and 0.2 <= seconds["long"] < 0.4
+
+
+def test_alternate_names_a_side_that_fails_to_start():
+  broken = functools.partial(int, "not a number")  # The maker raises.
+  with pytest.raises(RuntimeError, match="The broken benchmark process "
+                     "failed to start"):
+    alternate.median_seconds({"fine": sleeper(0.0), "broken": broken},
+                             rounds=1, pause=0.0)
+
+
+def test_exact_top_k_references_agree_with_a_full_sort():
+  rng = np.random.default_rng(1)
+  centres = rng.normal(size=(5, 16)).astype(np.float32)
+  candidates = bench_retrieval.clustered(rng, 500, centres, 0.3)
+  queries = bench_retrieval.clustered(rng, 37, centres, 0.3)
+  np.testing.assert_allclose(np.linalg.norm(candidates, axis=1), 1, rtol=1e-6)
+  truth = np.argsort(-(queries @ candidates.T), axis=1)[:, :bench_retrieval.K]
+  np.testing.assert_array_equal(
+      bench_retrieval.numpy_exact(queries, candidates, chunk=8), truth)
+  np.testing.assert_array_equal(
+      bench_retrieval.jax_exact_fn(candidates, chunk=8)(queries), truth)
+  assert bench_retrieval.recall(truth, truth) == 1.0
+  assert bench_retrieval.recall(truth[:, ::-1], truth) == 1.0  # A set.
+  assert bench_retrieval.recall(np.full_like(truth, -1), truth) == 0.0
+
+
+def test_padded_tokens_by_hand():
+  # Longest first, batches of 2: widths 16 (17 capped at 16) and 8 (3 -> 8).
+  assert bench_evaluation.padded_tokens(np.array([3, 17, 9, 1]), 2, 8,
+                                        16) == 2 * 16 + 2 * 8
+  # A last, partial batch is computed in full.
+  assert bench_evaluation.padded_tokens(np.array([5, 5, 5]), 2, 8, 64) == 32
+
+
+def test_retrieval_benchmark_prints_its_table():
+  out = _run("tools/bench_retrieval.py", "--num_candidates=3000",
+             "--num_clusters=20", "--num_queries=100", "--num_leaves=50",
+             "--leaves_to_search=0.1,1.0", "--reorder=100", "--rounds=1")
+  assert out.returncode == 0, out.stderr
+  rows = dict(re.findall(r"^(exact \w+|scann .+?)\s{2,}([\d.]+)\s", out.stdout,
+                         re.M))
+  assert rows["exact numpy"] == rows["exact jax"] == "1.0000"
+  # Every leaf searched, every candidate re-scored exactly: exact results.
+  assert float(rows["scann 50 leaves, 1.0 searched, reorder 100"]) > 0.99
+
+
+def test_gpu_benchmark_runs_small_on_the_cpu():
+  out = _run("tools/bench_gpu.py", "--size=tiny", "--steps=2",
+             "--batch_size=8", "--query_length=16", "--passage_length=32",
+             "--encode_batch=16", "--encode_calls=2")
+  assert out.returncode == 0, out.stderr
+  assert re.search(r"^training step\s+[\d.]+\s+[\d,]+", out.stdout, re.M)
+  assert re.search(r"^passage encoding\s+[\d.]+\s+[\d,]+", out.stdout, re.M)
