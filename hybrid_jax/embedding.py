@@ -45,6 +45,20 @@ def _jitted_encoder(graphdef: nnx.GraphDef, tower: Tower,
       mesh, jax.sharding.PartitionSpec()))
 
 
+def bucket_width(longest: int, max_length: int) -> int:
+  """Width of a batch whose longest text has `longest` tokens: rounded up
+  to LENGTH_BUCKET (few distinct shapes to compile), at most `max_length`."""
+  return min(-(-max(longest, 1) // LENGTH_BUCKET) * LENGTH_BUCKET, max_length)
+
+
+def padded_token_count(lengths: np.ndarray, batch_size: int,
+                       max_length: int) -> int:
+  """Token slots `embed_token_arrays` computes for texts of `lengths`:
+  longest-first batches of `batch_size`, each `bucket_width` wide."""
+  longest = np.sort(lengths)[::-1][::batch_size]
+  return sum(batch_size * bucket_width(int(n), max_length) for n in longest)
+
+
 def embed_token_arrays(loaded: LoadedModel, mesh: jax.sharding.Mesh,
                        tokens: tokenization.TokenArrays, tower: Tower,
                        batch_size: int = 64) -> np.ndarray:
@@ -60,9 +74,8 @@ def embed_token_arrays(loaded: LoadedModel, mesh: jax.sharding.Mesh,
     out = []
     for start in range(0, len(order), batch_size):
       rows = order[start:start + batch_size]
-      width = int(tokens.lengths[rows].max(initial=1))
-      width = min(-(-width // LENGTH_BUCKET) * LENGTH_BUCKET,
-                  tokens.ids.shape[1])
+      width = bucket_width(int(tokens.lengths[rows].max(initial=1)),
+                           tokens.ids.shape[1])
       ids = np.full((batch_size, width), pad_id, np.int32)
       ids[:len(rows)] = tokens.ids[rows, :width]
       mask = np.zeros((batch_size, width), bool)

@@ -1,20 +1,24 @@
-"""The benchmark tools: their timing harness, reference searches and counts,
-and the accelerator benchmark run small on the CPU."""
+"""The benchmark tools: their timing harness, reference searches, and the
+accelerator benchmark run small on the CPU. (Tools that define flags the
+entry point also defines, such as --config, are only run as subprocesses.)"""
 
 import functools
 import re
 import sys
 import time
+import types
 
 import numpy as np
 import pytest
 
 from conftest import REPO
+from data_pipeline import tokenization
+from hybrid_jax import embedding
+from hybrid_jax import sharding
 from test_tools import _run
 
 sys.path.insert(0, str(REPO / "tools"))
 import alternate  # pylint: disable=g-import-not-at-top,wrong-import-position
-import bench_evaluation  # pylint: disable=g-import-not-at-top,wrong-import-position
 import bench_retrieval  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
@@ -55,12 +59,31 @@ def test_exact_top_k_references_agree_with_a_full_sort():
   assert bench_retrieval.recall(np.full_like(truth, -1), truth) == 0.0
 
 
-def test_padded_tokens_by_hand():
+def test_padded_token_count_is_what_encoding_computes(monkeypatch):
   # Longest first, batches of 2: widths 16 (17 capped at 16) and 8 (3 -> 8).
-  assert bench_evaluation.padded_tokens(np.array([3, 17, 9, 1]), 2, 8,
-                                        16) == 2 * 16 + 2 * 8
+  assert embedding.padded_token_count(np.array([3, 17, 9, 1]), 2, 16) == 48
   # A last, partial batch is computed in full.
-  assert bench_evaluation.padded_tokens(np.array([5, 5, 5]), 2, 8, 64) == 32
+  assert embedding.padded_token_count(np.array([5, 5, 5]), 2, 64) == 32
+  shapes = []
+
+  def fake_encoder(graphdef, tower, mesh):
+    del graphdef, tower, mesh
+    def encode(params, ids, mask):
+      del params, mask
+      shapes.append(ids.shape)
+      return np.zeros((ids.shape[0], 4), np.float32)
+    return encode
+
+  monkeypatch.setattr(embedding, "_jitted_encoder", fake_encoder)
+  lengths = np.random.default_rng(0).integers(1, 40, 53)
+  tokens = tokenization.pack([[7] * n for n in lengths], 40, 0)
+  model = types.SimpleNamespace(
+      tokenizer=types.SimpleNamespace(pad_id=0), graphdef=None, params=None,
+      config=types.SimpleNamespace(embedding_dim=4))
+  embedding.embed_token_arrays(model, sharding.make_mesh(), tokens, "query",
+                               batch_size=8)
+  assert sum(b * w for b, w in shapes) == embedding.padded_token_count(
+      lengths, 8, 40)
 
 
 def test_retrieval_benchmark_prints_its_table():

@@ -29,19 +29,6 @@ _FORWARD_ROUNDS = flags.DEFINE_integer("forward_rounds", 5,
                                        "Reference batches per measurement.")
 
 
-def padded_tokens(lengths: np.ndarray, batch_size: int, bucket: int,
-                  max_length: int) -> int:
-  """Token slots `embedding.embed_token_arrays` computes for `lengths`:
-  batches of the longest-first order, each as wide as its longest text
-  rounded up to `bucket`."""
-  order = np.sort(lengths)[::-1]
-  total = 0
-  for start in range(0, len(order), batch_size):
-    width = max(int(order[start]), 1)
-    total += batch_size * min(-(-width // bucket) * bucket, max_length)
-  return total
-
-
 def main(argv):
   del argv
   # hybrid_jax first: importing it sets up host memory reuse.
@@ -91,8 +78,8 @@ def main(argv):
     arrays = (tokens.queries, tokens.passages)
     texts = sum(len(a.lengths) for a in arrays)
     real = sum(int(a.lengths.sum()) for a in arrays)
-    padded = sum(padded_tokens(a.lengths, batch, embedding.LENGTH_BUCKET,
-                               a.ids.shape[1]) for a in arrays)
+    padded = sum(embedding.padded_token_count(a.lengths, batch,
+                                              a.ids.shape[1]) for a in arrays)
     seconds = result["seconds"]
     encode = seconds["encode"]
     print(f"{name}: {texts:,} texts, {real:,} tokens ({padded:,} with "
