@@ -1,7 +1,7 @@
 """hybrid_jax: hybrid-batch contrastive training of multilingual retrievers.
 
 Importing the package first makes the process reuse freed host memory
-(`host_memory`): the CPU training step runs about a third faster.
+(`host_memory`), which the CPU training step needs to run fast.
 """
 
 from hybrid_jax import host_memory

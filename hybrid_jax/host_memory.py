@@ -32,5 +32,6 @@ def keep_freed_memory() -> bool:
   if platform.libc_ver()[0] != "glibc":
     return False
   libc = ctypes.CDLL(ctypes.util.find_library("c"))
-  return all(libc.mallopt(parameter, value) == 1 for parameter, value in (
-      (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1), (_M_ARENA_MAX, 1)))
+  applied = [libc.mallopt(parameter, value) == 1 for parameter, value in (
+      (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1), (_M_ARENA_MAX, 1))]
+  return all(applied)

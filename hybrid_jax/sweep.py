@@ -8,7 +8,7 @@ report.
 Rerunning the sweep skips what is finished (evaluations are read back,
 finished runs are not trained again), resumes an interrupted run from its
 newest checkpoint, and never overwrites results. Every stage prints its
-wall time, and the end the process's peak resident memory.
+wall time, and at the end the process's peak resident memory.
 """
 
 import dataclasses

@@ -4,8 +4,8 @@ r"""Encoder forward throughput: our JAX encoder against PyTorch transformers.
 
 Both frameworks load the same Hugging Face checkpoint and encode the same
 batch of random token ids (every position real, so tokens = batch x length).
-Each runs in its own process with the same number of threads
-(`tools/alternate.py`), in alternating rounds. Prints the median tokens/s of
+Each runs in its own process with its default threads, one per
+core (`tools/alternate.py`), in alternating rounds. Prints the median tokens/s of
 each and their ratio (the target: PyTorch time / JAX time >= 1.25, i.e. JAX
 time <= 0.8 x PyTorch's). Needs torch (requirements-test).
 """

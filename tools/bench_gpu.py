@@ -39,8 +39,9 @@ _PEAK_TFLOPS = flags.DEFINE_float(
     "from PEAK_TFLOPS by device kind (MFU left out if unknown).")
 
 VOCAB_SIZE = 250_002  # XLM-R's.
-# Dense bfloat16 peak TFLOP/s per device, by a substring of device_kind.
-PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L4": 121.0,
+# Dense bfloat16 peak TFLOP/s per device, by device_kind (others: the flag).
+PEAK_TFLOPS = {"NVIDIA H200": 989.0, "NVIDIA H100 80GB HBM3": 989.0,
+               "NVIDIA A100-SXM4-80GB": 312.0, "NVIDIA A100-SXM4-40GB": 312.0,
                "TPU v4": 275.0, "TPU v5 lite": 197.0, "TPU v5p": 459.0,
                "TPU v6 lite": 918.0}
 
@@ -53,11 +54,10 @@ def forward_flops(cfg, batch: int, length: int) -> float:
 
 
 def peak_tflops(device) -> float | None:
-  """The flag, else the known peak of `device`'s kind, else None."""
+  """The flag, else the peak of `device`'s kind if known, else None."""
   if _PEAK_TFLOPS.value:
     return _PEAK_TFLOPS.value
-  return next((peak for kind, peak in PEAK_TFLOPS.items()
-               if kind.lower() in device.device_kind.lower()), None)
+  return PEAK_TFLOPS.get(device.device_kind)
 
 
 def median_seconds(call, repeats: int) -> float:

@@ -9,8 +9,9 @@ batched exact search (float32 matmul + top-k, in numpy and in JAX; the
 faster is the baseline). Then, for every ScaNN setting (tree + asymmetric
 hashing + exact re-scoring, built once per tree size by
 `hybrid_jax.evaluation.scann_index`, the evaluation's own code; leaves
-searched and candidates re-scored set per search), prints recall@10 against the exact top 10, the
-queries per second and the speed-up over the exact baseline, as a table.
+searched and candidates re-scored set per search), prints recall@10
+against the exact top 10, the queries per second and the speed-up over the
+exact baseline, as a table.
 Searches are timed in alternating rounds; the figures are medians.
 """
 

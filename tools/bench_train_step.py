@@ -11,7 +11,7 @@ gradient norm to 1, AdamW (lr 3e-5, weight decay 0.01 except biases and
 LayerNorms), word embeddings frozen unless --nofreeze_word_embeddings. Ours
 is `hybrid_jax.train.train_step`, jitted with a donated state; PyTorch's is
 transformers' BertModel with torch.optim.AdamW. Each runs in its own process
-with the same number of threads (`tools/alternate.py`), in alternating
+with its default threads, one per core (`tools/alternate.py`), in alternating
 rounds. Prints the median seconds per step of each and their ratio (the
 target: JAX / PyTorch <= 0.8). Needs torch (requirements-test).
 """

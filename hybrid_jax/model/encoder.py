@@ -202,7 +202,8 @@ class Dropout(nnx.Module):
   here decides two elements, which halves the cost of the random numbers,
   a large part of a CPU training step. An element is dropped when its 16
   bits fall below round(rate * 2**16), so the rate is exact to 2**-17, and
-  kept elements are scaled by the exact inverse keep probability.
+  kept elements are scaled by the inverse keep probability (exact in float32,
+  rounded to the compute dtype otherwise).
   """
 
   def __init__(self, rate: float):
