@@ -36,8 +36,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # baseline evaluation, then a run per sweep ratio and seed.
   c.job = "sweep"
   c.seed = 0
-  # Multi-host: call jax.distributed.initialize() first.
-  c.distributed = False
+  # Multi-process runs (TPU pod slices, GPU clusters, CPU processes): every
+  # process runs the same command with initialize=True. The coordinator
+  # ("host:port" of process 0), process count and id: empty / -1 reads
+  # $JAX_COORDINATOR_ADDRESS, $JAX_NUM_PROCESSES, $JAX_PROCESS_ID, else JAX
+  # detects them (Cloud TPU, SLURM, Open MPI).
+  c.distributed = ml_collections.ConfigDict()
+  c.distributed.initialize = False
+  c.distributed.coordinator_address = ""
+  c.distributed.num_processes = -1
+  c.distributed.process_id = -1
 
   c.data = ml_collections.ConfigDict()
   # Data root; empty: $HYBRID_JAX_DATA, else data/ in the repository.

@@ -3,9 +3,10 @@
 Batch `step` is a pure function of (seed, step) (see `hybrid.py`), so the
 pipeline is infinite, deterministic, and resumes exactly by starting at the
 next step: the whole state of a `BatchIterator` is `{"step": n}`. In a
-multi-process run every process draws the same global batch of triples and
-gathers the tokens of its own contiguous slice of it, so in-batch negatives
-still span the global batch and processes read disjoint rows.
+multi-process run every process draws the same global batch of triples (row
+numbers: the sampling without replacement is global) and gathers the tokens
+of its own contiguous slice of it, `rows`, so in-batch negatives still span
+the global batch and each process reads only its share of the examples.
 """
 
 from typing import Iterator
@@ -24,20 +25,17 @@ class TrainPipeline:
 
   def __init__(self, table: hybrid.PairTable,
                tokens: tokenization.TokenizedDataset,
-               cfg: config_lib.DataConfig, *, process_index: int = 0,
-               process_count: int = 1):
-    if not 0 <= process_index < process_count:
-      raise ValueError(f"Process index {process_index} is outside "
-                       f"[0, {process_count}).")
-    if cfg.batch_size % process_count:
+               cfg: config_lib.DataConfig, *, rows: slice = slice(None)):
+    """Args: the pairs, their tokens, the settings, and the rows of every
+    global batch this process builds (default: all)."""
+    start, stop, stride = rows.indices(cfg.batch_size)
+    if stride != 1 or start >= stop or (rows.stop or 0) > cfg.batch_size:
       raise ValueError(
-          f"Global batch size {cfg.batch_size} is not divisible by the "
-          f"{process_count} processes: set data.batch_size to a multiple "
-          f"of {process_count}.")
+          f"rows={rows} is not a non-empty block of the global batch of "
+          f"{cfg.batch_size} (data.batch_size).")
     self.table = table
     self.cfg = cfg
-    self.local_batch_size = cfg.batch_size // process_count
-    self._lo = process_index * self.local_batch_size
+    self.rows = slice(start, stop)
     self.sampler = hybrid.HybridSampler(
         table, batch_size=cfg.batch_size, ratio=cfg.ratio, mixing=cfg.mixing,
         temperature=cfg.language_temperature, seed=cfg.seed)
@@ -79,12 +77,11 @@ class TrainPipeline:
       col["negative_row"], col["has_negative"] = self._hard_negative(
           step, col["passage_row"], col["paragraph_start"],
           col["paragraph_end"])
-    local = slice(self._lo, self._lo + self.local_batch_size)
-    col = {k: v[local] for k, v in col.items()}
+    col = {k: v[self.rows] for k, v in col.items()}
     out = {"question": col["question"], "answer_group": col["group"],
            "query_lang": col["query_lang"],
            "passage_lang": col["passage_lang"],
-           "drawn_monolingual": drawn_mono[local],
+           "drawn_monolingual": drawn_mono[self.rows],
            "passage_row": col["passage_row"]}
     out.update(self._tokens(self._query_ids, self._query_len,
                             col["query_row"], "query"))
@@ -132,9 +129,9 @@ class BatchIterator(Iterator[dict[str, np.ndarray]]):
 
 def build_train_pipeline(cfg: config_lib.DataConfig,
                          tokenizer: tokenization.Tokenizer, *,
-                         process_index: int = 0,
-                         process_count: int = 1) -> TrainPipeline:
-  """Loads, checks, tokenizes (cached) and wraps the training set."""
+                         rows: slice = slice(None)) -> TrainPipeline:
+  """Loads, checks, tokenizes (cached) and wraps the training set; the
+  pipeline builds `rows` of every global batch."""
   dataset = loading.load_training_set(cfg)
   tokens = tokenization.tokenize_dataset(
       dataset, tokenizer, max_query_length=cfg.max_query_length,
@@ -142,5 +139,4 @@ def build_train_pipeline(cfg: config_lib.DataConfig,
       query_prefix=cfg.query_prefix, passage_prefix=cfg.passage_prefix,
       cache_dir=tokenization.resolve_cache_dir(cfg.cache_dir))
   table = hybrid.build_pair_table(dataset, tokens)
-  return TrainPipeline(table, tokens, cfg, process_index=process_index,
-                       process_count=process_count)
+  return TrainPipeline(table, tokens, cfg, rows=rows)

@@ -11,6 +11,7 @@ from typing import Any, Mapping
 import ml_collections
 
 from data_pipeline import config as data_config
+from hybrid_jax import runtime
 from hybrid_jax import sharding
 from hybrid_jax.model import dual_encoder
 from hybrid_jax.model import encoder
@@ -228,11 +229,11 @@ class ExperimentConfig:
   `job`: what `python -m hybrid_jax.main` does: "train" (one run at
   data.ratio, then its evaluation), "evaluate" (model.init as it is) or
   "sweep" (the baseline, then a run per sweep ratio and seed).
-  `distributed`: call `jax.distributed.initialize()` (multi-host runs).
+  `distributed`: how the process joins a multi-process run.
   """
   job: str
   seed: int
-  distributed: bool
+  distributed: runtime.DistributedConfig
   data: data_config.DataConfig
   model: ModelConfig
   mesh: sharding.MeshConfig
@@ -270,7 +271,9 @@ def _build(c: Mapping[str, Any], data: dict[str, Any]) -> ExperimentConfig:
   """ExperimentConfig from plain sections, `data` with parsed data sets."""
   data["seed"] = c["seed"]
   return ExperimentConfig(
-      job=c["job"], seed=c["seed"], distributed=c["distributed"],
+      job=c["job"], seed=c["seed"],
+      distributed=runtime.DistributedConfig(**_fields(
+          runtime.DistributedConfig, c["distributed"], "distributed")),
       data=data_config.DataConfig(**_fields(data_config.DataConfig, data,
                                             "data")),
       model=ModelConfig(**_fields(ModelConfig, c["model"], "model")),
@@ -296,10 +299,12 @@ def from_config_dict(config: ml_collections.ConfigDict) -> ExperimentConfig:
 def from_json(c: Mapping[str, Any]) -> ExperimentConfig:
   """The inverse of `dataclasses.asdict(cfg)` (a run's config.json).
 
-  Runs written before `job` and `eval` existed get their defaults: neither
-  changes what a run trains.
+  Runs written before `job` and `eval` existed get their defaults, and
+  `distributed` was a bool: none of them changes what a run trains.
   """
   c = {"job": "train", "eval": {}, **c}
+  if isinstance(c["distributed"], bool):
+    c["distributed"] = {"initialize": c["distributed"]}
   data = dict(c["data"])
 
   def spec(s):

@@ -4,14 +4,19 @@ Texts are sorted by length and cut into batches of `batch_size`; each batch
 is padded to a multiple of `LENGTH_BUCKET` tokens, so a whole corpus
 compiles a bounded number of shapes, and the last batch is filled up with
 padding rows. Results come back in the input order. The jitted encoder is
-kept per (model structure, tower, mesh), so that evaluating several models
-of one architecture (a sweep) compiles each shape once.
+kept per (model structure, tower, sharding), so that evaluating several
+models of one architecture (a sweep) compiles each shape once.
+
+Batches are sharded over the mesh's batch axes. In a multi-process run every
+process feeds and reads back only its own rows of each batch; the
+embeddings are gathered across processes once, at the end.
 """
 
 import functools
 from typing import Literal, Sequence
 
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 from flax import nnx
 
@@ -38,11 +43,22 @@ def encode_fn(graphdef: nnx.GraphDef, tower: Tower):
 
 @functools.lru_cache(maxsize=8)
 def _jitted_encoder(graphdef: nnx.GraphDef, tower: Tower,
-                    mesh: jax.sharding.Mesh):
-  """`encode_fn`, jitted once, returning embeddings replicated on `mesh`
-  (every process can read them: multi-host)."""
-  return jax.jit(encode_fn(graphdef, tower), out_shardings=jax.NamedSharding(
-      mesh, jax.sharding.PartitionSpec()))
+                    rows: jax.sharding.NamedSharding):
+  """`encode_fn`, jitted once, returning embeddings sharded like the
+  input `rows`."""
+  return jax.jit(encode_fn(graphdef, tower), out_shardings=rows)
+
+
+def _gather(local: np.ndarray, rows: jax.sharding.NamedSharding,
+            batch_size: int) -> np.ndarray:
+  """Every process's rows of every batch, [batches, batch_size, dim], from
+  this process's rows `local` [batches, its rows, dim]: one collective."""
+  gathered = multihost_utils.process_allgather(local)  # [processes, ...].
+  out = np.zeros(local.shape[:1] + (batch_size,) + local.shape[2:],
+                 local.dtype)
+  for process, block in enumerate(gathered):
+    out[:, sharding.process_rows(rows, batch_size, process)] = block
+  return out
 
 
 def bucket_width(longest: int, max_length: int) -> int:
@@ -67,24 +83,28 @@ def embed_token_arrays(loaded: LoadedModel, mesh: jax.sharding.Mesh,
   batch_size = -(-batch_size // batch_axes) * batch_axes
   pad_id = loaded.tokenizer.pad_id
   order = np.argsort(-tokens.lengths, kind="stable")
-  batch_sharding = jax.NamedSharding(
-      mesh, sharding.logical_to_spec(("act_batch", None)))
+  rows = jax.NamedSharding(mesh, sharding.logical_to_spec(("act_batch", None)))
+  mine = sharding.process_rows(rows, batch_size)
+  local = []
   with sharding.use_mesh(mesh):
-    encode = _jitted_encoder(loaded.graphdef, tower, mesh)
-    out = []
+    encode = _jitted_encoder(loaded.graphdef, tower, rows)
     for start in range(0, len(order), batch_size):
-      rows = order[start:start + batch_size]
-      width = bucket_width(int(tokens.lengths[rows].max(initial=1)),
+      batch = np.full(batch_size, -1)  # Token rows; -1: padding.
+      batch[:len(order[start:start + batch_size])] = order[
+          start:start + batch_size]
+      width = bucket_width(int(tokens.lengths[batch[batch >= 0]].max()),
                            tokens.ids.shape[1])
-      ids = np.full((batch_size, width), pad_id, np.int32)
-      ids[:len(rows)] = tokens.ids[rows, :width]
-      mask = np.zeros((batch_size, width), bool)
-      mask[:len(rows)] = np.arange(width) < tokens.lengths[rows][:, None]
-      ids, mask = jax.device_put((ids, mask), batch_sharding)
-      out.append(np.asarray(encode(loaded.params, ids, mask))[:len(rows)])
+      feed = batch[mine]
+      ids = np.where(feed[:, None] >= 0, tokens.ids[feed, :width], pad_id)
+      mask = ((feed[:, None] >= 0)
+              & (np.arange(width) < tokens.lengths[feed][:, None]))
+      ids, mask = (jax.make_array_from_process_local_data(
+          rows, x, (batch_size, width)) for x in (ids.astype(np.int32), mask))
+      local.append(sharding.local_rows(encode(loaded.params, ids, mask)))
   result = np.zeros((len(order), loaded.config.embedding_dim), np.float32)
-  if out:
-    result[order] = np.concatenate(out)
+  if local:
+    embeddings = _gather(np.stack(local), rows, batch_size)
+    result[order] = embeddings.reshape(-1, result.shape[1])[:len(order)]
   return result
 
 

@@ -133,10 +133,22 @@ def batch_shardings(cfg: data_config.DataConfig, mesh: jax.sharding.Mesh
       else ("act_batch",))) for name in names}
 
 
+def process_pipeline(cfg: data_config.DataConfig,
+                     tokenizer: tokenization.Tokenizer,
+                     mesh: jax.sharding.Mesh) -> pipeline_lib.TrainPipeline:
+  """The training batches of this process: the rows of every global batch
+  that its devices hold (see `sharding.process_rows`)."""
+  rows = sharding.process_rows(batch_shardings(cfg, mesh)["query_ids"],
+                               cfg.batch_size)
+  return pipeline_lib.build_train_pipeline(cfg, tokenizer, rows=rows)
+
+
 def _global_batch(local: dict[str, np.ndarray],
-                  shardings: dict[str, jax.sharding.NamedSharding]):
-  """This process's slice of the batch -> global arrays."""
-  return {name: jax.make_array_from_process_local_data(s, local[name])
+                  shardings: dict[str, jax.sharding.NamedSharding],
+                  batch_size: int) -> dict[str, jax.Array]:
+  """This process's rows of the batch -> global arrays of `batch_size`."""
+  return {name: jax.make_array_from_process_local_data(
+      s, local[name], (batch_size,) + local[name].shape[1:])
           for name, s in shardings.items()}
 
 
@@ -201,9 +213,7 @@ def _train(cfg: config_lib.ExperimentConfig, directory: pathlib.Path,
     budgets.update({"eval.max_query_length": cfg.eval.max_query_length,
                     "eval.max_candidate_length": cfg.eval.max_candidate_length})
   pretrained.check_lengths(loaded, **budgets)
-  train_data = pipeline_lib.build_train_pipeline(
-      cfg.data, loaded.tokenizer, process_index=jax.process_index(),
-      process_count=jax.process_count())
+  train_data = process_pipeline(cfg.data, loaded.tokenizer, mesh)
   tx, schedule = optimizer.make_optimizer(cfg.train)
   state = train_state_lib.create(loaded.params, cfg.train, tx, mesh)
   # Keep the structure, free the pretrained arrays.
@@ -231,8 +241,8 @@ def _train(cfg: config_lib.ExperimentConfig, directory: pathlib.Path,
   try:
     with sharding.use_mesh(mesh):
       for step in range(start + 1, cfg.train.num_steps + 1):
-        state, step_metrics = step_fn(state,
-                                      _global_batch(next(batches), inputs))
+        state, step_metrics = step_fn(state, _global_batch(
+            next(batches), inputs, cfg.data.batch_size))
         scalars = {k: float(v)
                    for k, v in jax.device_get(step_metrics).items()}
         _check_finite(step, scalars, checkpoints)

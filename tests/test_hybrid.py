@@ -29,11 +29,10 @@ def mlqa():
   return dataset, tokens, hybrid.build_pair_table(dataset, tokens)
 
 
-def _pipe(mlqa, process_index=0, process_count=1, **overrides):
+def _pipe(mlqa, rows=slice(None), **overrides):
   _, tokens, table = mlqa
-  return pipeline.TrainPipeline(
-      table, tokens, make_data_config(**overrides),
-      process_index=process_index, process_count=process_count)
+  return pipeline.TrainPipeline(table, tokens, make_data_config(**overrides),
+                                rows=rows)
 
 
 def _take(pipe, n, start=0):
@@ -170,8 +169,9 @@ def test_resume_equals_uninterrupted(mlqa):
 def test_processes_build_disjoint_slices_of_the_global_batch(mlqa, mixing):
   kw = dict(hard_negatives=True, mixing=mixing)
   full = _take(_pipe(mlqa, **kw), 10)
-  parts = [_take(_pipe(mlqa, process_index=i, process_count=4, **kw), 10)
-           for i in range(4)]
+  quarter = BATCH // 4
+  parts = [_take(_pipe(mlqa, rows=slice(i * quarter, (i + 1) * quarter),
+                       **kw), 10) for i in range(4)]
   for step, batch in enumerate(full):
     for k in batch:
       joined = np.concatenate([p[step][k] for p in parts])
@@ -203,11 +203,11 @@ def test_single_language_cannot_make_cross_lingual_batches():
   assert set(batch["query_lang"]) == {0}
 
 
-def test_batch_not_divisible_by_processes_is_rejected(mlqa):
-  with pytest.raises(ValueError, match="not divisible by the 3 processes"):
-    _pipe(mlqa, process_count=3)
-  with pytest.raises(ValueError, match=r"Process index 4 is outside \[0, 4\)"):
-    _pipe(mlqa, process_index=4, process_count=4)
+@pytest.mark.parametrize("rows", [slice(4, 12), slice(6, 2), slice(0, 8, 2)])
+def test_rows_outside_the_global_batch_are_rejected(mlqa, rows):
+  with pytest.raises(ValueError, match="is not a non-empty block of the "
+                     "global batch of 8"):
+    _pipe(mlqa, rows=rows)
 
 
 def test_example_mixing_needs_a_whole_number_of_xx_pairs():
