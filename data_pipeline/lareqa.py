@@ -8,7 +8,8 @@ question is the sentence whose `[start, end)` span contains
 """
 
 import json
-import os
+
+from etils import epath
 
 from data_pipeline import records
 
@@ -52,15 +53,17 @@ def _paragraph(lang, title, a_idx, p_idx, raw, path) -> records.Paragraph:
       sentences=sentences, questions=questions)
 
 
-def read_file(path: str, lang: str) -> list[records.Paragraph]:
-  """Reads one language's LAReQA JSON file into paragraphs, in file order."""
-  if not os.path.isfile(path):
+def read_file(path: epath.PathLike, lang: str) -> list[records.Paragraph]:
+  """Reads one language's LAReQA JSON file (a local path or a cloud URI)
+  into paragraphs, in file order."""
+  path = epath.Path(path)
+  if not path.is_file():
     raise DataFormatError(
         f"Data file not found: {path}. Run `python tools/prepare_data.py` to "
         "download the data, or point --config.data.root (or the "
         "HYBRID_JAX_DATA environment variable) at a folder that holds it.")
   try:
-    with open(path, encoding="utf-8") as f:
+    with path.open(encoding="utf-8") as f:
       articles = json.load(f)["data"]
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise DataFormatError(

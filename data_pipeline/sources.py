@@ -11,6 +11,8 @@ import os
 import pathlib
 from typing import Mapping, Sequence
 
+from etils import epath
+
 from data_pipeline import lareqa
 from data_pipeline import records
 
@@ -33,7 +35,7 @@ class DatasetInfo:
   def languages(self) -> tuple[str, ...]:
     return tuple(sorted(self.sha256))
 
-  def path(self, root: pathlib.Path, lang: str) -> pathlib.Path:
+  def path(self, root: epath.Path, lang: str) -> epath.Path:
     return root / self.folder / f"{lang}.json"
 
 
@@ -87,10 +89,14 @@ def dataset_info(name: str) -> DatasetInfo:
   return DATASETS[name]
 
 
-def resolve_root(configured: str = "") -> pathlib.Path:
-  """The data root: the configured path, else $HYBRID_JAX_DATA, else data/."""
-  return pathlib.Path(
+def resolve_root(configured: str = "") -> epath.Path:
+  """The data root: the configured path, else $HYBRID_JAX_DATA, else data/.
+
+  A local path (made absolute) or a cloud URI such as gs://bucket/data.
+  """
+  root = epath.Path(
       configured or os.environ.get(DATA_ENV) or DEFAULT_ROOT).expanduser()
+  return root if "://" in os.fspath(root) else root.resolve()
 
 
 def check_languages(info: DatasetInfo, languages: Sequence[str]) -> None:
@@ -102,7 +108,7 @@ def check_languages(info: DatasetInfo, languages: Sequence[str]) -> None:
         f"it has {list(info.languages)}.")
 
 
-def check_files(info: DatasetInfo, root: pathlib.Path,
+def check_files(info: DatasetInfo, root: epath.Path,
                 languages: Sequence[str]) -> None:
   """Raises one clear error naming every missing file and how to get it."""
   missing = [str(info.path(root, l)) for l in languages
@@ -125,9 +131,9 @@ def languages_to_read(info: DatasetInfo,
 
 
 def read_paragraphs(
-    info: DatasetInfo, root: pathlib.Path, languages: Sequence[str]
+    info: DatasetInfo, root: epath.Path, languages: Sequence[str]
 ) -> dict[str, list[records.Paragraph]]:
   """Reads the JSON files of the given languages (plus the pivot language)."""
   languages = languages_to_read(info, languages)
   check_files(info, root, languages)
-  return {l: lareqa.read_file(str(info.path(root, l)), l) for l in languages}
+  return {l: lareqa.read_file(info.path(root, l), l) for l in languages}

@@ -12,9 +12,11 @@ records, so the pipeline consumes either source the same way.
 """
 
 import hashlib
+import os
 import pathlib
 from typing import Sequence
 
+from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -56,12 +58,12 @@ class _LareqaBuilder(tfds.core.GeneratorBasedBuilder,
 
   def _split_generators(self, dl_manager):
     info = sources.DATASETS[self.DATASET]
-    root = pathlib.Path(dl_manager.manual_dir)
+    root = epath.Path(dl_manager.manual_dir)
     return {lang: self._generate_examples(root / f"{lang}.json", lang)
             for lang in info.languages}
 
   def _generate_examples(self, path, lang):
-    for p in lareqa.read_file(str(path), lang):
+    for p in lareqa.read_file(path, lang):
       yield f"{p.article_index:05d}-{p.paragraph_index:05d}", {
           "title": p.title,
           "article_index": p.article_index,
@@ -99,7 +101,7 @@ def _paragraph(lang: str, ex) -> records.Paragraph:
           for i, t, a in zip(q["id"], q["question"], q["answer_index"])))
 
 
-def read_paragraphs(info: sources.DatasetInfo, root: pathlib.Path,
+def read_paragraphs(info: sources.DatasetInfo, root: epath.Path,
                     languages: Sequence[str], data_dir: pathlib.Path
                     ) -> dict[str, list[records.Paragraph]]:
   """Like `sources.read_paragraphs`, through the TFDS builder.
@@ -109,10 +111,9 @@ def read_paragraphs(info: sources.DatasetInfo, root: pathlib.Path,
   """
   languages = sources.languages_to_read(info, languages)
   sources.check_files(info, root, info.languages)
-  stamp = hashlib.sha256(str([
-      (str(info.path(root, l).resolve()), info.path(root, l).stat().st_size,
-       info.path(root, l).stat().st_mtime_ns) for l in info.languages
-  ]).encode()).hexdigest()[:16]
+  paths = [info.path(root, l) for l in info.languages]
+  stamp = hashlib.sha256(str([(os.fspath(p), p.stat().length, p.stat().mtime)
+                              for p in paths]).encode()).hexdigest()[:16]
   builder = _BUILDERS[info.name](data_dir=str(data_dir / stamp))
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
       manual_dir=str(root / info.folder)))

@@ -101,9 +101,15 @@ def pack(token_lists: Sequence[Sequence[int]], max_length: int,
 
 
 def resolve_cache_dir(configured: str = "") -> pathlib.Path:
-  """The configured cache dir, else $HYBRID_JAX_CACHE, else ~/.cache."""
-  return pathlib.Path(configured or os.environ.get(CACHE_ENV)
-                      or "~/.cache/hybrid_jax").expanduser()
+  """The configured cache dir, else $HYBRID_JAX_CACHE, else ~/.cache: a
+  local folder (each host keeps its own cache)."""
+  where = configured or os.environ.get(CACHE_ENV) or "~/.cache/hybrid_jax"
+  if "://" in where:
+    raise ValueError(
+        f"The token and model cache {where!r} (data.cache_dir or "
+        f"${CACHE_ENV}) must be a local folder; only work directories and "
+        "the data root may be cloud paths.")
+  return pathlib.Path(where).expanduser()
 
 
 def cache_key(texts: Sequence[str], tokenizer: Tokenizer, max_length: int,

@@ -4,21 +4,23 @@ The only module that imports orbax. Saves are asynchronous (by
 default), every `checkpoint_every` steps and at the end, keeping the newest
 `keep_checkpoints`. Orbax writes a step into a temporary directory and
 renames it when complete, so a preempted save never looks finished.
-Orbax needs absolute paths: relative directories are made absolute here.
+Orbax needs absolute paths or cloud URIs (`files.as_path`).
 """
 
-import pathlib
 from typing import Any
 
+from etils import epath
 import jax
 import orbax.checkpoint as ocp
+
+from hybrid_jax import files
 
 
 class CheckpointError(RuntimeError):
   """A checkpoint exists but cannot be restored."""
 
 
-def restore_part(directory: pathlib.Path, step: int, target: Any) -> Any:
+def restore_part(directory: epath.Path, step: int, target: Any) -> Any:
   """Some fields of a saved train state, e.g. only the parameters.
 
   Args:
@@ -27,7 +29,7 @@ def restore_part(directory: pathlib.Path, step: int, target: Any) -> Any:
     target: a dict naming the wanted fields of the state, as
       ShapeDtypeStructs with shardings (the rest is not read).
   """
-  path = pathlib.Path(directory).absolute() / str(step) / "state"
+  path = files.as_path(directory) / str(step) / "state"
   checkpointer = ocp.PyTreeCheckpointer()
   try:
     return checkpointer.restore(path, args=ocp.args.PyTreeRestore(
@@ -45,12 +47,13 @@ def restore_part(directory: pathlib.Path, step: int, target: Any) -> Any:
     checkpointer.close()
 
 
-def complete_steps(directory: pathlib.Path) -> list[int]:
+def complete_steps(directory: epath.Path) -> list[int]:
   """The steps of the finished checkpoints in `directory`, ascending."""
   if not directory.is_dir():
     return []
   manager = ocp.CheckpointManager(
-      pathlib.Path(directory).absolute(), options=ocp.CheckpointManagerOptions(create=False))
+      files.as_path(directory),
+      options=ocp.CheckpointManagerOptions(create=False))
   try:
     return sorted(manager.all_steps())
   finally:
@@ -60,9 +63,9 @@ def complete_steps(directory: pathlib.Path) -> list[int]:
 class Checkpoints:
   """The checkpoints of one run directory."""
 
-  def __init__(self, directory: pathlib.Path, *, every: int, keep: int,
+  def __init__(self, directory: epath.Path, *, every: int, keep: int,
                asynchronous: bool = True):
-    self.directory = pathlib.Path(directory).absolute()
+    self.directory = files.as_path(directory)
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
@@ -75,6 +78,10 @@ class Checkpoints:
   def latest_step(self) -> int | None:
     """The newest complete checkpoint's step, or None."""
     return self._manager.latest_step()
+
+  def due(self, step: int) -> bool:
+    """Whether `save` at `step` writes a checkpoint (without `force`)."""
+    return self._manager.should_save(step)
 
   def save(self, step: int, state: Any, data_state: dict[str, int], *,
            force: bool = False) -> bool:

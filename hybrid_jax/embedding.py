@@ -52,7 +52,8 @@ def _jitted_encoder(graphdef: nnx.GraphDef, tower: Tower,
 def _gather(local: np.ndarray, rows: jax.sharding.NamedSharding,
             batch_size: int) -> np.ndarray:
   """Every process's rows of every batch, [batches, batch_size, dim], from
-  this process's rows `local` [batches, its rows, dim]: one collective."""
+  this process's rows `local` [batches, its rows, dim]: one collective,
+  which stacks the processes' blocks in process order."""
   gathered = multihost_utils.process_allgather(local)  # [processes, ...].
   out = np.zeros(local.shape[:1] + (batch_size,) + local.shape[2:],
                  local.dtype)

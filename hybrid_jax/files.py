@@ -1,28 +1,42 @@
-"""Writing files atomically: readers see the old file or the new, never half."""
+"""Work and data paths, local or in the cloud, and atomic writes.
+
+Work and data directories are `etils.epath` paths: local paths, or cloud
+URIs such as `gs://bucket/runs` (reached through TensorFlow's file systems),
+with one API for both. Writes are atomic: readers see the old file or the new
+one, never half of it.
+"""
 
 import contextlib
 import os
-import pathlib
-import tempfile
 from typing import IO, Iterator
+import uuid
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+from etils import epath
+
+
+def as_path(path: epath.PathLike) -> epath.Path:
+  """`path` as an epath.Path: a cloud URI as given, a local path absolute
+  (with `~` expanded), as orbax needs."""
+  text = os.fspath(path)
+  if "://" in text:
+    return epath.Path(text)
+  return epath.Path(text).expanduser().resolve()
 
 
 @contextlib.contextmanager
-def atomic_write(path: pathlib.Path, mode: str = "w") -> Iterator[IO]:
-  """Yields a temporary file that replaces `path` when the block succeeds.
+def atomic_write(path: epath.PathLike, mode: str = "w") -> Iterator[IO]:
+  """Yields a file that replaces `path` when the block succeeds.
 
-  On an error the temporary file is removed and `path` is left as it was.
+  The block writes a hidden sibling, renamed over `path` at the end. On an
+  error the sibling is removed and `path` is left as it was.
   """
-  with tempfile.NamedTemporaryFile(mode, dir=path.parent, delete=False,
-                                   prefix=f".{path.name}.") as f:
-    os.chmod(f.name, 0o666 & ~_UMASK)  # Not the temporary file's 0600.
-    try:
+  path = epath.Path(path)
+  temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+  try:
+    with temporary.open(mode) as f:
       yield f
-    except BaseException:
-      f.close()
-      os.unlink(f.name)
-      raise
-  os.replace(f.name, path)
+  except BaseException:
+    if temporary.exists():
+      temporary.unlink()
+    raise
+  temporary.replace(path)

@@ -11,15 +11,16 @@ Any field can be overridden: --config.train.num_steps=100.
 """
 
 import json
-import pathlib
 
 from absl import app
 from absl import flags
 from absl import logging
+from etils import epath
 import jax
 from ml_collections import config_flags
 
 from hybrid_jax import config as config_lib
+from hybrid_jax import files
 from hybrid_jax import runtime
 from hybrid_jax import sharding
 from hybrid_jax import sweep
@@ -41,7 +42,7 @@ def _figures(result: dict) -> dict:
 
 
 def train_and_evaluate(cfg: config_lib.ExperimentConfig,
-                       workdir: pathlib.Path) -> dict:
+                       workdir: epath.Path) -> dict:
   """The "train" job: one run, then the evaluation of its final checkpoint."""
   if cfg.data.eval:
     evaluate.eval_specs(cfg)  # Bad evaluation settings fail before training.
@@ -53,12 +54,12 @@ def train_and_evaluate(cfg: config_lib.ExperimentConfig,
 
 
 def evaluate_only(cfg: config_lib.ExperimentConfig,
-                  workdir: pathlib.Path) -> dict:
+                  workdir: epath.Path) -> dict:
   """The "evaluate" job: headline figures of every evaluation set."""
   return {name: _figures(r) for name, r in evaluate.run(cfg, workdir).items()}
 
 
-def sweep_runs(cfg: config_lib.ExperimentConfig, workdir: pathlib.Path) -> dict:
+def sweep_runs(cfg: config_lib.ExperimentConfig, workdir: epath.Path) -> dict:
   """The "sweep" job: headline figures of the baseline and of every run."""
   result = sweep.run(cfg, workdir)
   return {"baseline": {n: _figures(r) for n, r in result.baseline.items()},
@@ -77,7 +78,7 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
   cfg = config_lib.from_config_dict(_CONFIG.value)
   runtime.setup(cfg.distributed)
-  summary = JOBS[cfg.job](cfg, pathlib.Path(_WORKDIR.value))
+  summary = JOBS[cfg.job](cfg, files.as_path(_WORKDIR.value))
   if jax.process_index() == 0:
     print(json.dumps(summary), flush=True)
 

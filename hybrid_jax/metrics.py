@@ -1,18 +1,21 @@
 """Training metrics: `metrics.jsonl`, TensorBoard events, a progress line.
 
-Only process 0 writes. On resume from step n, lines after step n (written
-by the interrupted run after its last checkpoint) are dropped, so the file
-of a resumed run equals that of an uninterrupted one.
+Only process 0 writes. Lines are appended in bunches (`flush`: at every
+progress line and before every checkpoint), so that a cloud work directory
+is not rewritten every step. On resume from step n, lines after step n
+(written by the interrupted run after its last checkpoint) are dropped, so
+the file of a resumed run equals that of an uninterrupted one.
 """
 
 import json
-import pathlib
 import time
+
+from etils import epath
 
 from hybrid_jax import files
 
 
-def _truncate_jsonl(path: pathlib.Path, last_step: int) -> None:
+def _truncate_jsonl(path: epath.Path, last_step: int) -> None:
   """Keeps the lines of `path` whose "step" is <= last_step (atomically)."""
   if not path.exists():
     return
@@ -30,11 +33,12 @@ def _truncate_jsonl(path: pathlib.Path, last_step: int) -> None:
 class MetricWriter:
   """Writes per-step scalars of a run; a no-op on processes other than 0."""
 
-  def __init__(self, directory: pathlib.Path, *, start_step: int,
+  def __init__(self, directory: epath.Path, *, start_step: int,
                num_steps: int, enabled: bool = True):
     self._enabled = enabled
     self._num_steps = num_steps
     self._last = (start_step, time.perf_counter())  # Of the last progress.
+    self._pending = []  # Lines not yet in metrics.jsonl.
     if not enabled:
       return
     self._jsonl = directory / "metrics.jsonl"
@@ -44,19 +48,28 @@ class MetricWriter:
     self._events = tf.summary.create_file_writer(str(directory / "events"))
 
   def write(self, step: int, scalars: dict[str, float]) -> None:
-    """Appends the scalars of `step` to metrics.jsonl and TensorBoard."""
+    """Adds the scalars of `step` to metrics.jsonl (at the next `flush`) and
+    TensorBoard."""
     if not self._enabled:
       return
-    with self._jsonl.open("a") as f:
-      f.write(json.dumps({"step": step, **scalars}) + "\n")
+    self._pending.append(json.dumps({"step": step, **scalars}) + "\n")
     with self._events.as_default(step=step):
       for name, value in scalars.items():
         self._tf.summary.scalar(f"train/{name}", value)
 
+  def flush(self) -> None:
+    """Appends the pending lines to metrics.jsonl."""
+    if self._pending:
+      with self._jsonl.open("a") as f:
+        f.write("".join(self._pending))
+      self._pending = []
+
   def progress(self, step: int, scalars: dict[str, float]) -> None:
-    """Prints the loss, seconds per step since the last line, and the ETA."""
+    """Flushes, and prints the loss, seconds per step since the last line,
+    and the ETA."""
     if not self._enabled:
       return
+    self.flush()
     last_step, last_time = self._last
     now = time.perf_counter()
     seconds = (now - last_time) / max(step - last_step, 1)
@@ -72,6 +85,7 @@ class MetricWriter:
     self._last = (step, time.perf_counter())
 
   def close(self) -> None:
-    """Flushes the event file."""
+    """Flushes metrics.jsonl and the event file."""
     if self._enabled:
+      self.flush()
       self._events.close()

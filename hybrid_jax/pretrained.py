@@ -16,14 +16,15 @@ always comes from the checkpoint unless `model.tokenizer` overrides it.
 import dataclasses
 import pathlib
 
+from etils import epath
 import jax
 from flax import nnx
 
 from data_pipeline import tokenization
 from hybrid_jax import checkpointing
 from hybrid_jax import config as config_lib
+from hybrid_jax import files
 from hybrid_jax import run_directory
-from hybrid_jax import sharding
 from hybrid_jax import train_state
 from hybrid_jax.model import dual_encoder
 from hybrid_jax.model import encoder as encoder_lib
@@ -142,10 +143,10 @@ def check_lengths(model: LoadedModel, **budgets: int) -> None:
         "lower them.")
 
 
-def trained_checkpoint(init: str) -> tuple[pathlib.Path, int]:
-  """(run directory, checkpoint step) of a "run:" init; the newest step if
-  the init names none."""
-  path = pathlib.Path(init.removeprefix("run:")).expanduser()
+def trained_checkpoint(init: str) -> tuple[epath.Path, int]:
+  """(run directory, checkpoint step) of a "run:" init (a local path or a
+  cloud URI); the newest step if the init names none."""
+  path = files.as_path(init.removeprefix("run:"))
   if path.parent.name == "checkpoints" and path.name.isdigit():
     run, step = path.parent.parent, int(path.name)
     if step not in checkpointing.complete_steps(path.parent):
@@ -162,9 +163,9 @@ def trained_checkpoint(init: str) -> tuple[pathlib.Path, int]:
   return path, steps[-1]
 
 
-def checkpoint_init(run: pathlib.Path, step: int) -> str:
+def checkpoint_init(run: epath.Path, step: int) -> str:
   """The "run:" init naming checkpoint `step` of `run` exactly."""
-  return f"run:{pathlib.Path(run).resolve()}/checkpoints/{step}"
+  return f"run:{files.as_path(run)}/checkpoints/{step}"
 
 
 def run_config(init: str) -> config_lib.ExperimentConfig:

@@ -8,9 +8,10 @@ how a run executes (mesh, logging, checkpoint cadence, paths) may differ.
 
 import dataclasses
 import json
-import pathlib
-import tempfile
+import uuid
 from typing import Any
+
+from etils import epath
 
 from hybrid_jax import config as config_lib
 from hybrid_jax import files
@@ -28,10 +29,10 @@ BASELINE_DIR = "baseline"
 RUN_PATTERN = "ratio_*_seed_*"  # Matches every run directory name.
 
 
-def path(workdir: pathlib.Path, cfg: config_lib.ExperimentConfig
-         ) -> pathlib.Path:
+def path(workdir: epath.Path, cfg: config_lib.ExperimentConfig
+         ) -> epath.Path:
   """The directory of the run of `cfg` (one per ratio and seed)."""
-  return pathlib.Path(workdir) / f"ratio_{cfg.data.ratio:.3f}_seed_{cfg.seed}"
+  return epath.Path(workdir) / f"ratio_{cfg.data.ratio:.3f}_seed_{cfg.seed}"
 
 
 def config_json(cfg: config_lib.ExperimentConfig) -> dict[str, Any]:
@@ -51,7 +52,7 @@ def result_settings(config: dict[str, Any]) -> dict[str, Any]:
                      for e in EXECUTION_SETTINGS)}
 
 
-def _read_json(file: pathlib.Path) -> dict[str, Any]:
+def _read_json(file: epath.Path) -> dict[str, Any]:
   try:
     return json.loads(file.read_text())
   except json.JSONDecodeError as e:
@@ -59,9 +60,9 @@ def _read_json(file: pathlib.Path) -> dict[str, Any]:
                      "unknown: use another --workdir.") from e
 
 
-def read_config(directory: pathlib.Path) -> config_lib.ExperimentConfig:
+def read_config(directory: epath.Path) -> config_lib.ExperimentConfig:
   """The config of the run in `directory` (from its config.json)."""
-  file = pathlib.Path(directory) / CONFIG_FILE
+  file = epath.Path(directory) / CONFIG_FILE
   if not file.is_file():
     raise FileNotFoundError(
         f"{directory} is not a run directory: it has no {CONFIG_FILE}. Give "
@@ -74,19 +75,20 @@ def read_config(directory: pathlib.Path) -> config_lib.ExperimentConfig:
                      f"hybrid_jax ({type(e).__name__}: {e}).") from e
 
 
-def check_writable(directory: pathlib.Path) -> None:
+def check_writable(directory: epath.Path) -> None:
   """Creates `directory` and checks that files can be written there."""
+  probe = epath.Path(directory) / f".probe-{uuid.uuid4().hex}"
   try:
-    directory.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=directory, prefix=".probe"):
-      pass
+    probe.parent.mkdir(parents=True, exist_ok=True)
+    probe.write_text("")
+    probe.unlink()
   except OSError as e:
     raise PermissionError(
         f"Cannot write the run directory {directory} ({e}); choose a "
         "writable --workdir.") from e
 
 
-def check_same_run(directory: pathlib.Path,
+def check_same_run(directory: epath.Path,
                    cfg: config_lib.ExperimentConfig) -> None:
   """Raises if `directory`'s config.json describes a different run."""
   file = directory / CONFIG_FILE
@@ -102,7 +104,7 @@ def check_same_run(directory: pathlib.Path,
         "this config.")
 
 
-def write_config(directory: pathlib.Path,
+def write_config(directory: epath.Path,
                  cfg: config_lib.ExperimentConfig) -> None:
   """Writes config.json atomically."""
   with files.atomic_write(directory / CONFIG_FILE) as f:

@@ -1,4 +1,4 @@
-"""Process-wide setup of a run: joining the other processes, and TensorFlow.
+"""Process-wide matters: joining the other processes, TensorFlow, output.
 
 A multi-process run (a Cloud TPU pod slice, a multi-node GPU job, or several
 CPU processes) starts the same command in every process. With
@@ -7,6 +7,7 @@ before touching a device. The coordinator address, process count and process
 id come from the config, else from the environment (`JAX_COORDINATOR_ADDRESS`,
 `JAX_NUM_PROCESSES`, `JAX_PROCESS_ID`), else JAX detects them (Cloud TPU,
 SLURM, Open MPI). CPU processes exchange data through gloo collectives.
+Only process 0 prints (`say`).
 """
 
 import dataclasses
@@ -79,9 +80,16 @@ def setup(cfg: DistributedConfig) -> None:
   accelerators.
   """
   if cfg.initialize:
+    # CPU collectives (the default in recent JAX; not in all it accepts).
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(**initialize_arguments(cfg))
     if jax.process_index() != 0:
       logging.set_verbosity(logging.ERROR)
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], "GPU")
+
+
+def say(message: str) -> None:
+  """Prints `message` on process 0 only (the others stay quiet)."""
+  if jax.process_index() == 0:
+    print(message, flush=True)

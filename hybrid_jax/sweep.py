@@ -12,14 +12,15 @@ wall time, and at the end the process's peak resident memory.
 """
 
 import dataclasses
-import pathlib
 import resource
 from typing import Any
 
+from etils import epath
 import jax
 
 from hybrid_jax import config as config_lib
 from hybrid_jax import run_directory
+from hybrid_jax import runtime
 from hybrid_jax import sharding
 from hybrid_jax import train
 from hybrid_jax.evaluation import evaluate
@@ -48,15 +49,10 @@ def peak_resident_gib() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def _say(message: str) -> None:
-  if jax.process_index() == 0:
-    print(message, flush=True)
-
-
-def run(cfg: config_lib.ExperimentConfig, workdir: pathlib.Path) -> SweepResult:
+def run(cfg: config_lib.ExperimentConfig, workdir: epath.Path) -> SweepResult:
   """Evaluates the baseline, trains and evaluates every run, then writes the
   report."""
-  workdir = pathlib.Path(workdir)
+  workdir = epath.Path(workdir)
   configs = run_configs(cfg)  # Every run's settings are checked up front.
   mesh = sharding.make_mesh(cfg.mesh)
   train.check_batch(cfg.data, mesh)
@@ -64,7 +60,7 @@ def run(cfg: config_lib.ExperimentConfig, workdir: pathlib.Path) -> SweepResult:
   watch = stopwatch_lib.Stopwatch()
   with watch("baseline"):
     baseline = evaluate.run(cfg, workdir / run_directory.BASELINE_DIR)
-  _say(f"baseline: {watch.seconds['baseline']:.1f} s")
+  runtime.say(f"baseline: {watch.seconds['baseline']:.1f} s")
   runs = {}
   for run_cfg in configs:
     name = run_directory.path(workdir, run_cfg).name
@@ -73,14 +69,14 @@ def run(cfg: config_lib.ExperimentConfig, workdir: pathlib.Path) -> SweepResult:
     with watch(f"{name}/eval"):
       runs[run_cfg.data.ratio, run_cfg.seed] = evaluate.evaluate_run(
           run_cfg, result.directory, mesh)
-    _say(f"{name}: train {watch.seconds[f'{name}/train']:.1f} s, eval "
-         f"{watch.seconds[f'{name}/eval']:.1f} s")
+    runtime.say(f"{name}: train {watch.seconds[f'{name}/train']:.1f} s, eval "
+                f"{watch.seconds[f'{name}/eval']:.1f} s")
   if jax.process_index() == 0:
     with watch("report"):
       build.build(workdir)
-    _say(f"report: {watch.seconds['report']:.1f} s, "
-         f"{workdir / build.REPORT_DIR / 'report.md'}")
+    runtime.say(f"report: {watch.seconds['report']:.1f} s, "
+                f"{workdir / build.REPORT_DIR / 'report.md'}")
   seconds = watch.rounded()
-  _say(f"sweep: {seconds['total']:.1f} s, peak resident memory "
-       f"{peak_resident_gib():.2f} GiB")
+  runtime.say(f"sweep: {seconds['total']:.1f} s, peak resident memory "
+              f"{peak_resident_gib():.2f} GiB")
   return SweepResult(baseline=baseline, runs=runs, seconds=seconds)

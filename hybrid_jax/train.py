@@ -14,8 +14,8 @@ never trained again.
 import dataclasses
 import functools
 import math
-import pathlib
 
+from etils import epath
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -32,6 +32,7 @@ from hybrid_jax import metrics as metrics_lib
 from hybrid_jax import optimizer
 from hybrid_jax import pretrained
 from hybrid_jax import run_directory
+from hybrid_jax import runtime
 from hybrid_jax import sharding
 from hybrid_jax import train_state as train_state_lib
 from hybrid_jax.evaluation import evaluate
@@ -45,7 +46,7 @@ _DROPOUT_STREAM = 1
 @dataclasses.dataclass(frozen=True)
 class RunResult:
   """Where a run lives and how far it got."""
-  directory: pathlib.Path
+  directory: epath.Path
   step: int
   metrics: dict[str, float]  # Of the last step trained in this call.
 
@@ -177,14 +178,9 @@ def _restore(checkpoints: checkpointing.Checkpoints, step: int,
   return restored
 
 
-def _say(message: str) -> None:
-  if jax.process_index() == 0:
-    print(message, flush=True)
-
-
 def _intermediate_evaluation(cfg: config_lib.ExperimentConfig,
                              loaded: pretrained.LoadedModel,
-                             mesh: jax.sharding.Mesh, directory: pathlib.Path):
+                             mesh: jax.sharding.Mesh, directory: epath.Path):
   """`(step, state) -> None` evaluating the state in memory into
   `eval/step_<step>/`, or None without `eval.every` or evaluation sets."""
   if not (cfg.eval.every and cfg.data.eval):
@@ -200,7 +196,7 @@ def _intermediate_evaluation(cfg: config_lib.ExperimentConfig,
   return evaluate_step
 
 
-def _train(cfg: config_lib.ExperimentConfig, directory: pathlib.Path,
+def _train(cfg: config_lib.ExperimentConfig, directory: epath.Path,
            mesh: jax.sharding.Mesh, checkpoints: checkpointing.Checkpoints,
            start: int) -> RunResult:
   """Trains from step `start` (a checkpoint, or 0) to the end."""
@@ -222,7 +218,7 @@ def _train(cfg: config_lib.ExperimentConfig, directory: pathlib.Path,
   evaluate_step = _intermediate_evaluation(cfg, loaded, mesh, directory)
   if start:
     state = _restore(checkpoints, start, state)
-    _say(f"Resuming {directory} from step {start}.")
+    runtime.say(f"Resuming {directory} from step {start}.")
   elif jax.process_index() == 0:
     run_directory.write_config(directory, cfg)
 
@@ -249,8 +245,10 @@ def _train(cfg: config_lib.ExperimentConfig, directory: pathlib.Path,
         writer.write(step, scalars)
         if step % cfg.train.log_every == 0 or step == cfg.train.num_steps:
           writer.progress(step, scalars)
-        checkpoints.save(step, state, batches.state(),
-                         force=step == cfg.train.num_steps)
+        last = step == cfg.train.num_steps
+        if last or checkpoints.due(step):
+          writer.flush()  # A checkpoint's metrics are written before it.
+          checkpoints.save(step, state, batches.state(), force=last)
         if evaluate_step and step % cfg.eval.every == 0 and (
             step < cfg.train.num_steps):
           evaluate_step(step, state)
@@ -260,7 +258,7 @@ def _train(cfg: config_lib.ExperimentConfig, directory: pathlib.Path,
   return RunResult(directory, cfg.train.num_steps, scalars)
 
 
-def run(cfg: config_lib.ExperimentConfig, workdir: pathlib.Path) -> RunResult:
+def run(cfg: config_lib.ExperimentConfig, workdir: epath.Path) -> RunResult:
   """Trains, resumes, or finds finished the run of `cfg` in `workdir`.
 
   Everything that can be checked is checked before the run directory is
@@ -280,7 +278,7 @@ def run(cfg: config_lib.ExperimentConfig, workdir: pathlib.Path) -> RunResult:
     if start:
       run_directory.check_same_run(directory, cfg)
     if start >= cfg.train.num_steps:
-      _say(f"{directory} is finished (step {start}).")
+      runtime.say(f"{directory} is finished (step {start}).")
       return RunResult(directory, start, {})
     return _train(cfg, directory, mesh, checkpoints, start)
   finally:

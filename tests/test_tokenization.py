@@ -74,3 +74,8 @@ def test_hugging_face_tokenizer_file(tmp_path):
       [0, 4, 5, 2], [0, 4, 4, 2]]
   with pytest.raises(FileNotFoundError, match="No tokenizer.json"):
     tokenization.HFTokenizer(tmp_path / "missing")
+
+
+def test_a_cloud_cache_is_rejected():
+  with pytest.raises(ValueError, match="must be a local folder"):
+    tokenization.resolve_cache_dir("gs://bucket/cache")

@@ -10,21 +10,22 @@ and moved into place atomically.
 """
 
 import hashlib
-import os
-import pathlib
 import shutil
 import sys
-import tempfile
+from typing import IO
 import urllib.error
 import urllib.request
 
 from absl import app
 from absl import flags
+from etils import epath
 
 from data_pipeline import sources
+from hybrid_jax import files
 
 _ROOT = flags.DEFINE_string(
-    "root", "", "Data root; empty: $HYBRID_JAX_DATA, else data/.")
+    "root", "", "Data root (a local path or a cloud URI such as gs://...); "
+    "empty: $HYBRID_JAX_DATA, else data/.")
 _MIRROR = flags.DEFINE_string(
     "mirror", "", "Copy from this folder (same layout) instead of "
     "downloading.")
@@ -32,27 +33,40 @@ _DATASETS = flags.DEFINE_list("datasets", sorted(sources.DATASETS),
                               "Data sets to prepare.")
 
 
-def sha256(path: pathlib.Path) -> str:
+class _Hashing:
+  """A writable file that also computes the sha256 of what goes through."""
+
+  def __init__(self, out: IO[bytes]):
+    self._out, self.hash = out, hashlib.sha256()
+
+  def write(self, chunk: bytes) -> None:
+    self.hash.update(chunk)
+    self._out.write(chunk)
+
+
+def sha256(path: epath.Path) -> str:
   """Hex sha256 of a file's content."""
   h = hashlib.sha256()
-  with open(path, "rb") as f:
+  with path.open("rb") as f:
     for chunk in iter(lambda: f.read(1 << 20), b""):
       h.update(chunk)
   return h.hexdigest()
 
 
 def _fetch(info: sources.DatasetInfo, lang: str, mirror: str,
-           tmp: pathlib.Path) -> None:
+           out: IO[bytes]) -> None:
+  """Copies the file of `lang` from the mirror or its origin into `out`."""
   if mirror:
-    src = info.path(pathlib.Path(mirror), lang)
+    src = info.path(epath.Path(mirror), lang)
     if not src.is_file():
       raise FileNotFoundError(f"{src} is not in the mirror {mirror}.")
-    shutil.copyfile(src, tmp)
+    with src.open("rb") as f:
+      shutil.copyfileobj(f, out)
     return
   url = info.url.format(lang=lang)
   try:
-    with urllib.request.urlopen(url, timeout=60) as r, open(tmp, "wb") as f:
-      shutil.copyfileobj(r, f)
+    with urllib.request.urlopen(url, timeout=60) as r:
+      shutil.copyfileobj(r, out)
   except (urllib.error.URLError, OSError) as e:
     raise ConnectionError(
         f"Cannot download {url} ({e}). Offline? Copy the files from a "
@@ -60,7 +74,7 @@ def _fetch(info: sources.DatasetInfo, lang: str, mirror: str,
         "that holds them.") from e
 
 
-def prepare(info: sources.DatasetInfo, root: pathlib.Path,
+def prepare(info: sources.DatasetInfo, root: epath.Path,
             mirror: str) -> list[str]:
   """Makes every file of `info` present and verified; returns what it did."""
   done = []
@@ -70,19 +84,14 @@ def prepare(info: sources.DatasetInfo, root: pathlib.Path,
       done.append(f"ok        {dest}")
       continue
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=dest.parent, suffix=".part")
-    os.close(fd)
-    tmp = pathlib.Path(name)
-    try:
-      _fetch(info, lang, mirror, tmp)
-      got = sha256(tmp)
+    with files.atomic_write(dest, "wb") as f:  # In place once verified.
+      out = _Hashing(f)
+      _fetch(info, lang, mirror, out)
+      got = out.hash.hexdigest()
       if got != expected:
         raise ValueError(
             f"Checksum mismatch for {info.name}/{lang}: got {got}, expected "
             f"{expected}. The source changed or the transfer was corrupted.")
-      os.replace(tmp, dest)
-    finally:
-      tmp.unlink(missing_ok=True)
     done.append(f"fetched   {dest}")
   return done
 

@@ -11,9 +11,9 @@ settings are an error.
 """
 
 import dataclasses
-import pathlib
 from typing import Any, Callable
 
+from etils import epath
 import jax
 import numpy as np
 
@@ -24,6 +24,7 @@ from data_pipeline import tokenization
 from hybrid_jax import config as config_lib
 from hybrid_jax import embedding
 from hybrid_jax import pretrained
+from hybrid_jax import runtime
 from hybrid_jax import sharding
 from hybrid_jax.evaluation import protocol
 from hybrid_jax.evaluation import results
@@ -130,11 +131,6 @@ def settings(cfg: config_lib.ExperimentConfig,
   }
 
 
-def _say(message: str) -> None:
-  if jax.process_index() == 0:
-    print(message, flush=True)
-
-
 def evaluate_dataset(model: pretrained.LoadedModel, mesh: jax.sharding.Mesh,
                      dataset: records.RetrievalDataset,
                      cfg: config_lib.ExperimentConfig,
@@ -170,7 +166,7 @@ def headline(name: str, result: dict[str, Any]) -> str:
 def evaluate_model(load: Callable[[], pretrained.LoadedModel],
                    mesh: jax.sharding.Mesh, cfg: config_lib.ExperimentConfig,
                    datasets: dict[str, records.RetrievalDataset],
-                   directory: pathlib.Path,
+                   directory: epath.Path,
                    step: int | None = None) -> dict[str, dict[str, Any]]:
   """Evaluates a model on every data set, writing into `directory`.
 
@@ -187,8 +183,8 @@ def evaluate_model(load: Callable[[], pretrained.LoadedModel],
     setup = settings(cfg, dataset, step)
     found = results.read_existing(directory, name, setup)
     if found is not None:
-      _say(f"{results.paths(directory, name)['json']} exists: kept (move it "
-           "away to evaluate again).")
+      runtime.say(f"{results.paths(directory, name)['json']} exists: kept "
+                  "(move it away to evaluate again).")
       out[name] = found
       continue
     if model is None:
@@ -202,7 +198,7 @@ def evaluate_model(load: Callable[[], pretrained.LoadedModel],
     if jax.process_index() == 0:
       results.write(directory, name, result, scores,
                     embeddings if cfg.eval.save_embeddings else None)
-    _say(headline(name, result))
+    runtime.say(headline(name, result))
     out[name] = result
   return out
 
@@ -215,7 +211,7 @@ def _loader(cfg: config_lib.ExperimentConfig, mesh: jax.sharding.Mesh
       tokenization.resolve_cache_dir(cfg.data.cache_dir))
 
 
-def evaluate_run(cfg: config_lib.ExperimentConfig, directory: pathlib.Path,
+def evaluate_run(cfg: config_lib.ExperimentConfig, directory: epath.Path,
                  mesh: jax.sharding.Mesh) -> dict[str, dict[str, Any]]:
   """Evaluates the newest checkpoint of the training run in `directory`
   into `<directory>/eval/` (nothing to do if the results exist)."""
@@ -230,7 +226,7 @@ def evaluate_run(cfg: config_lib.ExperimentConfig, directory: pathlib.Path,
 
 
 def run(cfg: config_lib.ExperimentConfig,
-        workdir: pathlib.Path) -> dict[str, dict[str, Any]]:
+        workdir: epath.Path) -> dict[str, dict[str, Any]]:
   """The eval-only job: `model.init` on `data.eval`, into `workdir/eval/`.
 
   With model.init="run:<dir>", the run's own model settings and prefixes
@@ -249,4 +245,4 @@ def run(cfg: config_lib.ExperimentConfig,
   datasets = load_datasets(cfg)  # Bad data fails before the model loads.
   mesh = sharding.make_mesh(cfg.mesh)
   return evaluate_model(_loader(cfg, mesh), mesh, cfg, datasets,
-                        pathlib.Path(workdir) / EVAL_DIR, step)
+                        epath.Path(workdir) / EVAL_DIR, step)

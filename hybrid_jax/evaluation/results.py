@@ -15,9 +15,9 @@ import csv
 import io
 import json
 import math
-import pathlib
 from typing import Any
 
+from etils import epath
 import numpy as np
 
 from hybrid_jax import config as config_lib
@@ -142,7 +142,7 @@ def json_safe(value):
   return value
 
 
-def paths(directory: pathlib.Path, name: str) -> dict[str, pathlib.Path]:
+def paths(directory: epath.Path, name: str) -> dict[str, epath.Path]:
   """The files of data set `name`'s results in `directory`."""
   return {"json": directory / f"{name}.json",
           "csv": directory / f"{name}.cross_map.csv",
@@ -150,7 +150,7 @@ def paths(directory: pathlib.Path, name: str) -> dict[str, pathlib.Path]:
           "embeddings": directory / f"{name}.embeddings.npz"}
 
 
-def read_existing(directory: pathlib.Path, name: str,
+def read_existing(directory: epath.Path, name: str,
                   settings: dict[str, Any]) -> dict[str, Any] | None:
   """Finished results of the same settings, or None if there are none.
 
@@ -176,7 +176,7 @@ def read_existing(directory: pathlib.Path, name: str,
   return found
 
 
-def write(directory: pathlib.Path, name: str, result: dict[str, Any],
+def write(directory: epath.Path, name: str, result: dict[str, Any],
           scores: protocol.ProtocolScores,
           embeddings: protocol.Embeddings | None = None) -> None:
   """Writes the JSON, CSV, per-query arrays (and embeddings), each

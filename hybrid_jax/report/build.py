@@ -16,8 +16,9 @@ rewriting it from the same files gives the same bytes (`tools/report.py`).
 
 import csv
 import json
-import pathlib
 from typing import Any
+
+from etils import epath
 
 from hybrid_jax import files
 from hybrid_jax.evaluation import results as results_lib
@@ -65,7 +66,7 @@ def _flat(results: dict[str, Any], section: str,
   return out
 
 
-def _write_csv(path: pathlib.Path, columns: tuple[str, ...],
+def _write_csv(path: epath.Path, columns: tuple[str, ...],
                rows: list[dict[str, Any]]) -> None:
   with files.atomic_write(path) as f:
     writer = csv.DictWriter(f, columns, lineterminator="\n")
@@ -73,10 +74,10 @@ def _write_csv(path: pathlib.Path, columns: tuple[str, ...],
     writer.writerows(rows)
 
 
-def build(workdir: pathlib.Path) -> dict[str, Any]:
+def build(workdir: epath.Path) -> dict[str, Any]:
   """Analyses the sweep in `workdir` and writes its report; returns the
   numbers (results.json)."""
-  workdir = pathlib.Path(workdir)
+  workdir = epath.Path(workdir)
   results = analysis.analyse(collect.read(workdir))
   directory = workdir / REPORT_DIR
   directory.mkdir(parents=True, exist_ok=True)

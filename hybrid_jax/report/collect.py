@@ -10,9 +10,9 @@ baseline was: a workdir mixing other settings is not one sweep.
 
 import dataclasses
 import json
-import pathlib
 from typing import Any
 
+from etils import epath
 import numpy as np
 
 from hybrid_jax import config as config_lib
@@ -64,12 +64,12 @@ class Sweep:
     return [run for run, evals in self.runs.items() if name not in evals]
 
 
-def read_evaluation(directory: pathlib.Path, name: str) -> Evaluation:
+def read_evaluation(directory: epath.Path, name: str) -> Evaluation:
   """The finished results of data set `name` in an eval directory."""
   files = results.paths(directory, name)
   try:
     summary = json.loads(files["json"].read_text())
-    with np.load(files["queries"]) as arrays:
+    with files["queries"].open("rb") as f, np.load(f) as arrays:
       return Evaluation(summary=summary, arrays=dict(arrays))
   except (OSError, ValueError) as e:
     raise ValueError(
@@ -77,7 +77,7 @@ def read_evaluation(directory: pathlib.Path, name: str) -> Evaluation:
         "damaged files away and rerun the sweep to evaluate again.") from e
 
 
-def _finished(directory: pathlib.Path) -> dict[str, Evaluation]:
+def _finished(directory: epath.Path) -> dict[str, Evaluation]:
   """Every finished evaluation in `directory`, by data set name."""
   names = sorted(p.name[:-len(".json")] for p in directory.glob("*.json"))
   return {name: read_evaluation(directory, name) for name in names}
@@ -94,7 +94,7 @@ MODEL_SETTINGS = ("model", "step", "model_settings", "seed")
 
 
 def _check_protocol(baseline: Evaluation, run: Evaluation,
-                    where: pathlib.Path) -> None:
+                    where: epath.Path) -> None:
   """Raises if a run was evaluated under other settings than the baseline
   (languages, lengths, index, prefixes)."""
   ours, theirs = (
@@ -108,14 +108,14 @@ def _check_protocol(baseline: Evaluation, run: Evaluation,
         "sweep in a fresh workdir.")
 
 
-def read(workdir: pathlib.Path) -> Sweep:
+def read(workdir: epath.Path) -> Sweep:
   """The baseline and every run of the sweep in `workdir`.
 
   Raises:
     FileNotFoundError: no baseline evaluation or no run.
     ValueError: runs of different settings, or damaged files.
   """
-  workdir = pathlib.Path(workdir)
+  workdir = epath.Path(workdir)
   baseline = _finished(workdir / run_directory.BASELINE_DIR /
                        evaluate.EVAL_DIR)
   run_dirs = sorted(p.parent for p in workdir.glob(

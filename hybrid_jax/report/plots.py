@@ -13,9 +13,9 @@ Per data set `<set>`:
 """
 
 import math
-import pathlib
 from typing import Any
 
+from etils import epath
 from matplotlib import figure
 import numpy as np
 
@@ -28,7 +28,7 @@ METRICS = ("map", "r@1", "r@10", "ndcg@10")
 COLORS = dict(zip(METRICS, ("C0", "C1", "C2", "C3")))
 
 
-def _save(fig: figure.Figure, path: pathlib.Path) -> None:
+def _save(fig: figure.Figure, path: epath.Path) -> None:
   with files.atomic_write(path, "wb") as f:
     # No metadata: the same numbers give the same bytes.
     fig.savefig(f, format="png", dpi=110, bbox_inches="tight",
@@ -48,7 +48,7 @@ def _curve(ax, data: dict[str, Any], k: str, label: str, color: str) -> None:
 
 
 def metrics_vs_ratio(data: dict[str, Any], confidence: float,
-                     path: pathlib.Path) -> None:
+                     path: epath.Path) -> None:
   """A panel per setting: each metric against the ratio."""
   fig = figure.Figure(figsize=(13, 4), layout="constrained")
   axes = fig.subplots(1, len(SETTINGS), sharex=True)
@@ -67,7 +67,7 @@ def metrics_vs_ratio(data: dict[str, Any], confidence: float,
 
 
 def rank_distance_vs_ratio(data: dict[str, Any], confidence: float,
-                           path: pathlib.Path) -> None:
+                           path: epath.Path) -> None:
   """Rank distance against the ratio."""
   fig = figure.Figure(figsize=(5.5, 4), layout="constrained")
   ax = fig.subplots()
@@ -88,7 +88,7 @@ def _grid(matrix: dict[str, dict[str, float]],
 
 def _heatmaps(panels: list[tuple[str, np.ndarray]], languages: list[str],
               title: str, colormap: str, limits: tuple[float, float],
-              path: pathlib.Path) -> None:
+              path: epath.Path) -> None:
   columns = min(3, math.ceil(math.sqrt(len(panels))))
   rows = -(-len(panels) // columns)
   size = 0.33 * len(languages) + 1.5
@@ -116,7 +116,7 @@ def reference_ratio(ratios: list[float]) -> float:
   return 1.0 if 1.0 in ratios else max(ratios)
 
 
-def cross_maps(data: dict[str, Any], path: pathlib.Path) -> None:
+def cross_maps(data: dict[str, Any], path: epath.Path) -> None:
   """The mAP matrix of the baseline and of every ratio."""
   languages = data["languages"]
   panels = [(formatting.ratio(r["ratio"]), _grid(r["cross_matrix"], languages))
@@ -127,7 +127,7 @@ def cross_maps(data: dict[str, Any], path: pathlib.Path) -> None:
             (float(np.nanmin(every)), float(np.nanmax(every))), path)
 
 
-def cross_map_differences(data: dict[str, Any], path: pathlib.Path) -> None:
+def cross_map_differences(data: dict[str, Any], path: epath.Path) -> None:
   """Each ratio's mAP matrix minus the reference ratio's."""
   languages = data["languages"]
   trained = {r["ratio"]: _grid(r["cross_matrix"], languages)
@@ -143,7 +143,7 @@ def cross_map_differences(data: dict[str, Any], path: pathlib.Path) -> None:
 
 
 def draw(data: dict[str, Any], confidence: float,
-         directory: pathlib.Path) -> list[pathlib.Path]:
+         directory: epath.Path) -> list[epath.Path]:
   """Draws every figure of one data set; returns their paths."""
   name = data["dataset"]
   paths = {"metrics": directory / f"{name}.metrics_vs_ratio.png",
