@@ -7,6 +7,7 @@ one, never half of it.
 """
 
 import contextlib
+import io
 import os
 from typing import IO, Iterator
 import uuid
@@ -25,16 +26,20 @@ def as_path(path: epath.PathLike) -> epath.Path:
 
 @contextlib.contextmanager
 def atomic_write(path: epath.PathLike, mode: str = "w") -> Iterator[IO]:
-  """Yields a file that replaces `path` when the block succeeds.
+  """Yields an in-memory file whose content replaces `path` when the block
+  succeeds.
 
-  The block writes a hidden sibling, renamed over `path` at the end. On an
-  error the sibling is removed and `path` is left as it was.
+  The content goes to a hidden sibling, renamed over `path`, so `path` is
+  never half written; on an error in the block nothing is written. Writers
+  that seek (zip files: np.savez) work on object stores too.
   """
+  buffer = io.BytesIO() if "b" in mode else io.StringIO()
+  yield buffer
   path = epath.Path(path)
   temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
   try:
     with temporary.open(mode) as f:
-      yield f
+      f.write(buffer.getvalue())
   except BaseException:
     if temporary.exists():
       temporary.unlink()

@@ -27,7 +27,6 @@ from configs import ratio_sweep
 from conftest import REPO
 from data_pipeline import tokenization
 from hybrid_jax import config as config_lib
-from hybrid_jax import main
 from hybrid_jax import pretrained
 from hybrid_jax import run_directory
 from hybrid_jax import runtime
@@ -117,9 +116,9 @@ def _assert_same_training(run: pathlib.Path, reference: pathlib.Path) -> None:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> pathlib.Path:
-  """The smoke run trained and evaluated by one process on 8 devices."""
+  """The smoke run trained by one process on 8 devices."""
   workdir = tmp_path_factory.mktemp("one_process")
-  return pathlib.Path(main.train_and_evaluate(_smoke(), workdir)["run"])
+  return pathlib.Path(train.run(_smoke(), workdir).directory)
 
 
 @pytest.fixture(scope="module")

@@ -219,7 +219,7 @@ def test_smoke_run_end_to_end(tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)  # A relative --workdir (orbax needs absolute).
   result = train.run(cfg, pathlib.Path("."))
   assert result.step == 3 and np.isfinite(result.metrics["loss"])
-  directory = result.directory
+  directory = pathlib.Path(result.directory)  # For rglob.
   assert directory.name == "ratio_0.500_seed_0"
   assert json.loads((directory / "config.json").read_text())["seed"] == 0
   assert [m["step"] for m in _metrics(directory)] == [1, 2, 3]
@@ -326,7 +326,7 @@ def test_truncated_checkpoint_is_reported_and_kept(tmp_path, monkeypatch):
   with pytest.raises(KeyboardInterrupt):
     train.run(cfg, tmp_path)
   monkeypatch.undo()
-  directory = run_directory.path(tmp_path, cfg)
+  directory = pathlib.Path(run_directory.path(tmp_path, cfg))
   for f in (directory / "checkpoints" / "2" / "state").rglob("*"):
     if f.is_file() and f.stat().st_size > 100:
       f.write_bytes(f.read_bytes()[:50])
@@ -378,7 +378,7 @@ def test_unwritable_workdir(tmp_path):
 def test_another_config_in_the_run_directory_is_kept(tmp_path):
   cfg = _smoke(train__num_steps=1)
   train.run(cfg, tmp_path)
-  directory = run_directory.path(tmp_path, cfg)
+  directory = pathlib.Path(run_directory.path(tmp_path, cfg))
   files = {p: p.read_bytes() for p in directory.rglob("*") if p.is_file()}
   with pytest.raises(ValueError, match=r"different config \(\['train."
                      r"learning_rate', 'train.num_steps'\] differ"):
