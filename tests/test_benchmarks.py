@@ -3,7 +3,10 @@ accelerator benchmark run small on the CPU. (Tools that define flags the
 entry point also defines, such as --config, are only run as subprocesses.)"""
 
 import functools
+import operator
+import os
 import re
+import subprocess
 import sys
 import time
 import types
@@ -34,6 +37,29 @@ def test_alternate_times_each_side_in_its_own_process():
       {"short": sleeper(0.02), "long": sleeper(0.2)}, rounds=3, pause=0.0)
   assert list(seconds) == ["short", "long"]
   assert 0.02 <= seconds["short"] < 0.15 and 0.2 <= seconds["long"] < 0.4
+
+
+def filler(megabytes: int):
+  """A maker whose call fills fresh memory: 256 pages of 4 KiB per MB."""
+  return functools.partial(functools.partial, operator.mul, b"\x01",
+                           megabytes << 20)
+
+
+def test_alternate_counts_each_side_s_page_faults():
+  costs = alternate.median_costs(
+      {"none": filler(0), "64 MB": filler(64)}, rounds=3,
+      pause=0.0)
+  assert costs["none"]["minor_faults"] < 100
+  assert 64 * 256 * 0.9 < costs["64 MB"]["minor_faults"] < 64 * 256 * 1.5
+
+
+def test_freed_memory_is_kept_unless_switched_off():
+  program = "import hybrid_jax.host_memory as m; print(m.keep_freed_memory())"
+  for value, expected in (("1", "True"), ("0", "False")):
+    out = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True,
+        check=True, env={**os.environ, "HYBRID_JAX_KEEP_FREED_MEMORY": value})
+    assert out.stdout.split()[-1] == expected
 
 
 def test_alternate_names_a_side_that_fails_to_start():

@@ -5,10 +5,12 @@ pools, allocator or caches slow the other (in one process, a PyTorch step
 between two JAX steps made the JAX step up to 1.7x slower). The processes take
 turns: one timed call at a time, a pause between calls so the previous
 side's threads go idle, and rounds alternate so that machine noise hits
-every side alike.
+every side alike. Each timed call also counts the minor page faults of its
+process (memory the kernel had to map in).
 """
 
 import multiprocessing
+import resource
 import statistics
 import time
 from typing import Callable
@@ -17,9 +19,14 @@ from typing import Callable
 Maker = Callable[[], Callable[[], object]]
 
 
+def _minor_faults() -> int:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def _serve(maker: Maker, connection) -> None:
-  """Worker: builds the call, runs it once untimed, then times it on every
-  request until the driver closes the connection."""
+  """Worker: builds the call, runs it once untimed, then measures it
+  (seconds, minor page faults) on every request until the driver closes
+  the connection."""
   call = maker()
   call()  # Compiles, warms up.
   connection.send("ready")
@@ -28,14 +35,22 @@ def _serve(maker: Maker, connection) -> None:
       connection.recv()
     except EOFError:  # The driver is done (or gone).
       return
-    start = time.perf_counter()
+    faults, start = _minor_faults(), time.perf_counter()
     call()
-    connection.send(time.perf_counter() - start)
+    connection.send((time.perf_counter() - start, _minor_faults() - faults))
 
 
 def median_seconds(makers: dict[str, Maker], rounds: int,
                    pause: float = 1.0) -> dict[str, float]:
-  """Median seconds per call of every side, timed in alternating rounds.
+  """Median seconds per call of every side (see `median_costs`)."""
+  return {name: cost["seconds"]
+          for name, cost in median_costs(makers, rounds, pause).items()}
+
+
+def median_costs(makers: dict[str, Maker], rounds: int, pause: float = 1.0
+                 ) -> dict[str, dict[str, float]]:
+  """Median seconds and minor page faults per call of every side, measured
+  in alternating rounds: {side: {"seconds": s, "minor_faults": n}}.
 
   Args:
     makers: side name -> picklable function returning the call to time
@@ -59,13 +74,13 @@ def median_seconds(makers: dict[str, Maker], rounds: int,
       except EOFError:
         raise RuntimeError(f"The {name} benchmark process failed to start; "
                            "its error is printed above.") from None
-    seconds = {name: [] for name in workers}
+    costs = {name: [] for name in workers}
     for _ in range(rounds):
       for name, (_, connection) in workers.items():
         time.sleep(pause)
         connection.send(True)
         try:
-          seconds[name].append(connection.recv())
+          costs[name].append(connection.recv())
         except EOFError:
           raise RuntimeError(f"The {name} benchmark process died; its error "
                              "is printed above.") from None
@@ -76,4 +91,6 @@ def median_seconds(makers: dict[str, Maker], rounds: int,
       if process.is_alive():
         process.terminate()
         process.join()
-  return {name: statistics.median(values) for name, values in seconds.items()}
+  return {name: {"seconds": statistics.median(s for s, _ in values),
+                 "minor_faults": statistics.median(f for _, f in values)}
+          for name, values in costs.items()}

