@@ -124,9 +124,10 @@ def reference(tmp_path_factory) -> pathlib.Path:
 @pytest.fixture(scope="module")
 def two_processes(tmp_path_factory) -> tuple[pathlib.Path, list[str]]:
   """(run directory, each process's output) of the smoke run (training and
-  evaluation) in two processes."""
+  evaluation) in two processes, parameters sharded across them (FSDP)."""
   workdir = tmp_path_factory.mktemp("two_processes")
-  printed = _run([*TRAIN, f"--workdir={workdir}"], 2, workdir / "logs")
+  printed = _run([*TRAIN, "--config.mesh.data=1", "--config.mesh.fsdp=-1",
+                  f"--workdir={workdir}"], 2, workdir / "logs")
   return pathlib.Path(run_directory.path(workdir, _smoke())), printed
 
 
