@@ -5,11 +5,11 @@ pipeline is infinite, deterministic, and resumes exactly by starting at the
 next step: the whole state of a `BatchIterator` is `{"step": n}`. In a
 multi-process run every process draws the same global batch of triples (row
 numbers: the sampling without replacement is global) and gathers the tokens
-of its own contiguous slice of it, `rows`, so in-batch negatives still span
-the global batch and each process reads only its share of the examples.
+of its own rows of it, `rows`, so in-batch negatives still span the global
+batch and each process reads only its share of the examples.
 """
 
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -25,17 +25,20 @@ class TrainPipeline:
 
   def __init__(self, table: hybrid.PairTable,
                tokens: tokenization.TokenizedDataset,
-               cfg: config_lib.DataConfig, *, rows: slice = slice(None)):
-    """Args: the pairs, their tokens, the settings, and the rows of every
-    global batch this process builds (default: all)."""
-    start, stop, stride = rows.indices(cfg.batch_size)
-    if stride != 1 or start >= stop or (rows.stop or 0) > cfg.batch_size:
+               cfg: config_lib.DataConfig, *,
+               rows: Sequence[int] | None = None):
+    """Args: the pairs, their tokens, the settings, and the rows (ascending)
+    of every global batch this process builds (default: all)."""
+    rows = np.arange(cfg.batch_size) if rows is None else np.asarray(rows)
+    if not (rows.ndim == 1 and len(rows) and np.all(np.diff(rows) > 0)
+            and 0 <= rows[0] and rows[-1] < cfg.batch_size):
       raise ValueError(
-          f"rows={rows} is not a non-empty block of the global batch of "
-          f"{cfg.batch_size} (data.batch_size).")
+          f"rows={rows.tolist()} are not ascending rows of the global batch "
+          f"of {cfg.batch_size} (data.batch_size).")
     self.table = table
     self.cfg = cfg
-    self.rows = slice(start, stop)
+    self.rows = rows
+    self._rows = tf.constant(rows, tf.int32)
     self.sampler = hybrid.HybridSampler(
         table, batch_size=cfg.batch_size, ratio=cfg.ratio, mixing=cfg.mixing,
         temperature=cfg.language_temperature, seed=cfg.seed)
@@ -77,11 +80,11 @@ class TrainPipeline:
       col["negative_row"], col["has_negative"] = self._hard_negative(
           step, col["passage_row"], col["paragraph_start"],
           col["paragraph_end"])
-    col = {k: v[self.rows] for k, v in col.items()}
+    col = {k: tf.gather(v, self._rows) for k, v in col.items()}
     out = {"question": col["question"], "answer_group": col["group"],
            "query_lang": col["query_lang"],
            "passage_lang": col["passage_lang"],
-           "drawn_monolingual": drawn_mono[self.rows],
+           "drawn_monolingual": tf.gather(drawn_mono, self._rows),
            "passage_row": col["passage_row"]}
     out.update(self._tokens(self._query_ids, self._query_len,
                             col["query_row"], "query"))
@@ -129,7 +132,7 @@ class BatchIterator(Iterator[dict[str, np.ndarray]]):
 
 def build_train_pipeline(cfg: config_lib.DataConfig,
                          tokenizer: tokenization.Tokenizer, *,
-                         rows: slice = slice(None)) -> TrainPipeline:
+                         rows: Sequence[int] | None = None) -> TrainPipeline:
   """Loads, checks, tokenizes (cached) and wraps the training set; the
   pipeline builds `rows` of every global batch."""
   dataset = loading.load_training_set(cfg)

@@ -52,13 +52,13 @@ def _jitted_encoder(graphdef: nnx.GraphDef, tower: Tower,
 def _gather(local: np.ndarray, rows: jax.sharding.NamedSharding,
             batch_size: int) -> np.ndarray:
   """Every process's rows of every batch, [batches, batch_size, dim], from
-  this process's rows `local` [batches, its rows, dim]: one collective,
-  which stacks the processes' blocks in process order."""
-  gathered = multihost_utils.process_allgather(local)  # [processes, ...].
+  this process's rows `local` [batches, its rows, dim]: one collective."""
+  blocks, processes = multihost_utils.process_allgather(
+      (local, np.int32(jax.process_index())))  # Each block with its owner.
   out = np.zeros(local.shape[:1] + (batch_size,) + local.shape[2:],
                  local.dtype)
-  for process, block in enumerate(gathered):
-    out[:, sharding.process_rows(rows, batch_size, process)] = block
+  for process, block in zip(processes, blocks):
+    out[:, sharding.process_rows(rows, batch_size, int(process))] = block
   return out
 
 

@@ -15,33 +15,41 @@ import uuid
 from etils import epath
 
 
+def is_uri(path: epath.PathLike) -> bool:
+  """Whether `path` is a cloud URI (gs://...) rather than a local path."""
+  return "://" in os.fspath(path)
+
+
 def as_path(path: epath.PathLike) -> epath.Path:
   """`path` as an epath.Path: a cloud URI as given, a local path absolute
   (with `~` expanded), as orbax needs."""
-  text = os.fspath(path)
-  if "://" in text:
-    return epath.Path(text)
-  return epath.Path(text).expanduser().resolve()
+  if is_uri(path):
+    return epath.Path(path)
+  return epath.Path(path).expanduser().resolve()
 
 
 @contextlib.contextmanager
 def atomic_write(path: epath.PathLike, mode: str = "w") -> Iterator[IO]:
-  """Yields an in-memory file whose content replaces `path` when the block
-  succeeds.
+  """Yields a file whose content replaces `path` when the block succeeds.
 
-  The content goes to a hidden sibling, renamed over `path`, so `path` is
-  never half written; on an error in the block nothing is written. Writers
-  that seek (zip files: np.savez) work on object stores too.
+  Readers see the old file or the new one, never half of it, and on an error
+  in the block `path` is left as it was. Locally the block writes a hidden
+  sibling, renamed over `path`. On an object store (a URI) it writes to
+  memory, uploaded to `path` at the end: an upload appears whole, and
+  writers that seek (zip files: np.savez) need the local buffer.
   """
-  buffer = io.BytesIO() if "b" in mode else io.StringIO()
-  yield buffer
   path = epath.Path(path)
+  if is_uri(path):
+    buffer = io.BytesIO() if "b" in mode else io.StringIO()
+    yield buffer
+    with path.open(mode) as f:
+      f.write(buffer.getvalue())
+    return
   temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
   try:
     with temporary.open(mode) as f:
-      f.write(buffer.getvalue())
-  except BaseException:
+      yield f
+    temporary.replace(path)
+  finally:
     if temporary.exists():
       temporary.unlink()
-    raise
-  temporary.replace(path)

@@ -10,9 +10,10 @@ mesh axes `("data", "fsdp", "tensor")`:
 
 Code runs under `use_mesh(mesh)`, which sets both the mesh and the rules.
 
-In a multi-process run each process holds one contiguous block of rows of a
-batch-sharded array (`process_rows`): it feeds only those rows, and reads
-back only those (`local_rows`).
+In a multi-process run each process holds some rows of a batch-sharded
+array (`process_rows`; on CPU and GPU one contiguous block, on TPU slices
+possibly interleaved, as the topology orders the devices): it feeds only
+those rows, and reads back only those (`local_rows`).
 """
 
 import contextlib
@@ -122,28 +123,23 @@ def check_divisible(abstract_state: nnx.State,
 
 
 def process_rows(batch_sharding: jax.sharding.Sharding, size: int,
-                 process: int | None = None) -> slice:
-  """The rows of a `size`-row global batch that the devices of `process`
-  (default: this one) hold under `batch_sharding`: one contiguous block.
+                 process: int | None = None) -> np.ndarray:
+  """The rows, ascending, of a `size`-row global batch that the devices of
+  `process` (default: this one) hold under `batch_sharding`.
 
-  On the default meshes the processes hold consecutive, disjoint blocks;
-  an axis that replicates the batch across processes makes them overlap.
+  The processes hold disjoint rows unless a mesh axis replicates the batch
+  across them.
   """
   process = jax.process_index() if process is None else process
-  spans = sorted({index[0].indices(size)[:2] for device, index in
-                  batch_sharding.devices_indices_map((size,)).items()
-                  if device.process_index == process})
-  if not spans or any(a[1] != b[0] for a, b in zip(spans, spans[1:])):
-    raise ValueError(
-        f"Process {process} holds rows {spans} of a {size}-row batch under "
-        f"{batch_sharding}, not one contiguous block: order the mesh so that "
-        "each process's devices are adjacent along the batch axes.")
-  return slice(spans[0][0], spans[-1][1])
+  spans = {index[0].indices(size)[:2] for device, index in
+           batch_sharding.devices_indices_map((size,)).items()
+           if device.process_index == process}
+  return np.concatenate([np.arange(*span) for span in sorted(spans)])
 
 
 def local_rows(array: jax.Array) -> np.ndarray:
-  """This process's rows of batch-sharded `array` (see `process_rows`), as
-  one host array."""
+  """This process's rows of batch-sharded `array` (the rows of
+  `process_rows`, in its order), as one host array."""
   shards = {shard.index[0].indices(array.shape[0])[:2]: shard.data
             for shard in array.addressable_shards}
   return np.concatenate([np.asarray(shards[span]) for span in sorted(shards)])

@@ -144,7 +144,7 @@ def process_pipeline(cfg: data_config.DataConfig,
   return pipeline_lib.build_train_pipeline(cfg, tokenizer, rows=rows)
 
 
-def _global_batch(local: dict[str, np.ndarray],
+def global_batch(local: dict[str, np.ndarray],
                   shardings: dict[str, jax.sharding.NamedSharding],
                   batch_size: int) -> dict[str, jax.Array]:
   """This process's rows of the batch -> global arrays of `batch_size`."""
@@ -237,7 +237,7 @@ def _train(cfg: config_lib.ExperimentConfig, directory: epath.Path,
   try:
     with sharding.use_mesh(mesh):
       for step in range(start + 1, cfg.train.num_steps + 1):
-        state, step_metrics = step_fn(state, _global_batch(
+        state, step_metrics = step_fn(state, global_batch(
             next(batches), inputs, cfg.data.batch_size))
         scalars = {k: float(v)
                    for k, v in jax.device_get(step_metrics).items()}

@@ -25,8 +25,10 @@ import pytest
 from configs import evaluate as evaluate_config
 from configs import ratio_sweep
 from conftest import REPO
+import distributed_worker
 from data_pipeline import tokenization
 from hybrid_jax import config as config_lib
+from hybrid_jax import embedding
 from hybrid_jax import pretrained
 from hybrid_jax import run_directory
 from hybrid_jax import runtime
@@ -136,9 +138,9 @@ def test_each_process_builds_its_own_rows_of_every_global_batch(
     num_processes, tmp_path):
   printed = _run(["tests/distributed_worker.py"], num_processes, tmp_path)
   shares = [json.loads(out.splitlines()[-1]) for out in printed]
-  size = DEVICES // num_processes  # The batch of 8 over 8 devices.
-  assert [s["rows"] for s in shares] == [[i * size, (i + 1) * size]
-                                         for i in range(num_processes)]
+  # The worker's mesh alternates the processes' devices: one row each.
+  assert [s["rows"] for s in shares] == [
+      list(range(p, DEVICES, num_processes)) for p in range(num_processes)]
   cfg = _smoke()
   cfg = dataclasses.replace(cfg, data=dataclasses.replace(
       cfg.data, hard_negatives=True))
@@ -148,9 +150,20 @@ def test_each_process_builds_its_own_rows_of_every_global_batch(
       sharding.make_mesh()).iterator()
   for step in range(3):
     batch = next(whole)
-    for key, value in batch.items():
-      joined = np.concatenate([s["batches"][step][key] for s in shares])
-      np.testing.assert_array_equal(joined, value, err_msg=key)
+    for share in shares:
+      for key, value in batch.items():
+        np.testing.assert_array_equal(share["built"][step][key],
+                                      value[share["rows"]], err_msg=key)
+      for key, value in share["global"][step].items():  # Model inputs.
+        np.testing.assert_array_equal(value, batch[key], err_msg=key)
+  mesh = sharding.make_mesh()
+  alone = embedding.embed_texts(
+      pretrained.load_model(cfg.model, mesh, cfg.seed,
+                            tokenization.resolve_cache_dir()),
+      mesh, distributed_worker.TEXTS, "passage", max_length=32, batch_size=16)
+  for share in shares:  # Every process has all of them.
+    np.testing.assert_allclose(share["embeddings"], alone, rtol=1e-5,
+                               atol=1e-6)
 
 
 def test_training_on_two_processes_equals_one_process(two_processes,
@@ -194,9 +207,10 @@ def test_evaluation_on_two_processes_equals_one_process(two_processes,
     4, pytest.param(1, marks=pytest.mark.slow)])
 def test_killed_run_resumes_on_another_number_of_processes(
     resume_on, reference, tmp_path, capsys):
-  # metrics.jsonl is written in bunches: at progress lines (every 4 steps
-  # here) and before each checkpoint (every step), which the kill tests.
-  args = [*TRAIN, "--config.train.log_every=4", f"--workdir={tmp_path}"]
+  # metrics.jsonl is written in bunches: at progress lines (step 8 here) and
+  # before each checkpoint (every 2 steps), which the kill tests.
+  args = [*TRAIN, "--config.train.checkpoint_every=2",
+          "--config.train.log_every=8", f"--workdir={tmp_path}"]
   directory = pathlib.Path(run_directory.path(tmp_path, _smoke()))
   processes = _start(args, 2, tmp_path / "logs_2")
   deadline = time.monotonic() + 600

@@ -36,6 +36,7 @@ def step_without_memory_reuse(*args):
 
 def main(argv):
   del argv
+  os.environ.pop(KEEP_FREED_MEMORY_ENV, None)  # The default, in every side.
   args = bench_train_step.step_args()  # Its flags are ours.
   costs = alternate.median_costs(
       {"default": functools.partial(bench_train_step.jax_step, *args),
