@@ -90,10 +90,10 @@ def embed_token_arrays(loaded: LoadedModel, mesh: jax.sharding.Mesh,
   with sharding.use_mesh(mesh):
     encode = _jitted_encoder(loaded.graphdef, tower, rows)
     for start in range(0, len(order), batch_size):
+      texts = order[start:start + batch_size]
       batch = np.full(batch_size, -1)  # Token rows; -1: padding.
-      batch[:len(order[start:start + batch_size])] = order[
-          start:start + batch_size]
-      width = bucket_width(int(tokens.lengths[batch[batch >= 0]].max()),
+      batch[:len(texts)] = texts
+      width = bucket_width(int(tokens.lengths[texts].max()),
                            tokens.ids.shape[1])
       feed = batch[mine]
       ids = np.where(feed[:, None] >= 0, tokens.ids[feed, :width], pad_id)
