@@ -145,8 +145,8 @@ def process_pipeline(cfg: data_config.DataConfig,
 
 
 def global_batch(local: dict[str, np.ndarray],
-                  shardings: dict[str, jax.sharding.NamedSharding],
-                  batch_size: int) -> dict[str, jax.Array]:
+                 shardings: dict[str, jax.sharding.NamedSharding],
+                 batch_size: int) -> dict[str, jax.Array]:
   """This process's rows of the batch -> global arrays of `batch_size`."""
   return {name: jax.make_array_from_process_local_data(
       s, local[name], (batch_size,) + local[name].shape[1:])

@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 
 from configs import evaluate as evaluate_config
-from configs import ratio_sweep
 from conftest import REPO
+import test_train
 import distributed_worker
 from data_pipeline import tokenization
 from hybrid_jax import config as config_lib
@@ -45,9 +45,7 @@ TRAIN = ["-m", "hybrid_jax.main", "--config=configs/ratio_sweep.py:smoke",
 
 def _smoke() -> config_lib.ExperimentConfig:
   """The config of TRAIN, for one process."""
-  c = ratio_sweep.get_config("smoke")
-  c.train.num_steps = NUM_STEPS
-  return config_lib.from_config_dict(c)
+  return test_train._smoke(train__num_steps=NUM_STEPS)  # pylint: disable=protected-access
 
 
 def _free_port() -> int:
@@ -90,14 +88,10 @@ def _run(args: list[str], num_processes: int,
   return [(logs / f"{i}.out").read_text() for i in range(num_processes)]
 
 
-def _metrics(run: pathlib.Path) -> list[dict[str, float]]:
-  lines = (run / "metrics.jsonl").read_text().splitlines()
-  return [json.loads(line) for line in lines]
-
-
 def _assert_same_training(run: pathlib.Path, reference: pathlib.Path) -> None:
-  """Metrics of every step and final parameters agree (float tolerance)."""
-  got, want = _metrics(run), _metrics(reference)
+  """Metrics of every step and final parameters agree (float tolerance);
+  prints the largest differences (pytest -s)."""
+  got, want = test_train._metrics(run), test_train._metrics(reference)  # pylint: disable=protected-access
   assert [m["step"] for m in got] == list(range(1, NUM_STEPS + 1))
   for a, b in zip(got, want):
     assert a.keys() == b.keys()
@@ -114,6 +108,13 @@ def _assert_same_training(run: pathlib.Path, reference: pathlib.Path) -> None:
   # the learning rate (1e-3): well below the weights' scale (~0.02).
   jax.tree.map(lambda a, b: np.testing.assert_allclose(
       np.asarray(a), np.asarray(b), rtol=1e-4, atol=2e-5), *params)
+  worst_metric = max(abs(a[k] - b[k]) / max(abs(b[k]), 1e-12)
+                     for a, b in zip(got, want) for k in a)
+  worst_param = max(jax.tree.leaves(jax.tree.map(
+      lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()),
+      *params)))
+  print(f"largest relative metric difference {worst_metric:.1e}, largest "
+        f"absolute parameter difference {worst_param:.1e}")
 
 
 @pytest.fixture(scope="module")

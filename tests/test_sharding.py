@@ -1,8 +1,11 @@
 """Meshes, logical-axis shardings, and sharded execution on 8 CPU devices."""
 
+import re
+
 import jax
 import numpy as np
 import pytest
+from flax import nnx
 from jax.sharding import PartitionSpec as P
 
 from data_pipeline import tokenization
@@ -98,3 +101,19 @@ def test_sharded_forward_equals_single_device():
                                                 "passage", batch_size=8))
   np.testing.assert_allclose(outputs[1], outputs[0], atol=2e-6)
   np.testing.assert_allclose(outputs[2], outputs[0], atol=2e-6)
+
+
+def test_dropout_draws_each_devices_bits_on_that_device():
+  # A batch split over 8 devices: each draws the random words of its own
+  # elements (half as many: 16 bits each), and no device exchanges data.
+  mesh = sharding.make_mesh(sharding.MeshConfig(data=8))
+  rows = jax.NamedSharding(mesh, P(("data", "fsdp")))
+  x = jax.device_put(np.ones((64, 128, 384), np.float32), rows)
+  drop = jax.jit(lambda x, key: encoder.Dropout(0.1)(x, nnx.Rngs(dropout=key)),
+                 in_shardings=(rows, None), out_shardings=rows)
+  with sharding.use_mesh(mesh):
+    hlo = drop.lower(x, jax.random.key(0)).compile().as_text()
+  assert not re.findall(r"all-gather|all-to-all|collective-permute|all-reduce",
+                        hlo)
+  words = {int(n) for n in re.findall(r"u32\[(\d+)\]", hlo)}
+  assert max(words) == x.size // 8 // 2
