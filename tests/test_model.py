@@ -1,5 +1,8 @@
 """The encoder's own behaviour: positions, dropout, dtypes, config checks."""
 
+import functools
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -109,6 +112,74 @@ def test_bfloat16_compute_stays_close_to_float32(mesh):
   with sharding.use_mesh(mesh):
     np.testing.assert_allclose(stored.encode_query(ids, mask),
                                upcast.encode_query(ids, mask), atol=1e-6)
+
+
+# The encoder's contractions: projections, attention logits, attention output.
+_SPECS = ("ti,io->to", "bhqd,bhkd->bhqk", "bhqk,bhkd->bhqd")
+
+
+def _operands(spec, dtype, seed=0):
+  """Random operands and output cotangent of einsum `spec`."""
+  size = dict(t=6, i=5, o=4, b=2, h=3, q=4, k=5, d=6)
+  keys = jax.random.split(jax.random.key(seed), 3)
+  names = spec.replace("->", ",").split(",")
+  return [jax.random.normal(key, [size[c] for c in name]).astype(dtype)
+          for key, name in zip(keys, names)]
+
+
+@pytest.mark.parametrize("spec", _SPECS)
+def test_einsum_gradient_is_autodiff_s_in_float32(spec):
+  a, b, cotangent = _operands(spec, jnp.float32)
+  ours, vjp = jax.vjp(functools.partial(encoder.einsum, spec), a, b)
+  reference, reference_vjp = jax.vjp(functools.partial(jnp.einsum, spec), a, b)
+  np.testing.assert_allclose(ours, reference, rtol=1e-6)
+  for got, want in zip(vjp(cotangent), reference_vjp(cotangent)):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("spec", _SPECS)
+def test_bfloat16_einsum_is_mixed_precision_both_ways(spec):
+  a, b, cotangent = _operands(spec, jnp.bfloat16)
+  out, vjp = jax.vjp(functools.partial(encoder.einsum, spec), a, b)
+  grads = vjp(cotangent.astype(jnp.float32))
+  # bfloat16 products are exact in float32: float32 math on the same values.
+  upcast = [x.astype(jnp.float32) for x in (a, b, cotangent)]
+  _, reference_vjp = jax.vjp(functools.partial(jnp.einsum, spec), *upcast[:2])
+  assert out.dtype == jnp.float32
+  np.testing.assert_allclose(out, jnp.einsum(spec, *upcast[:2]), rtol=1e-6)
+  for got, want in zip(grads, reference_vjp(upcast[2])):
+    assert got.dtype == jnp.bfloat16  # Rounded once, from float32 sums.
+    np.testing.assert_allclose(got.astype(jnp.float32), want, rtol=1e-2,
+                               atol=1e-2)
+  # Every matmul XLA gets, forward and backward, takes bfloat16 operands and
+  # returns float32.
+  def forward_and_backward(a, b):
+    out, vjp = jax.vjp(functools.partial(encoder.einsum, spec), a, b)
+    return out, vjp(out)
+
+  hlo = jax.jit(forward_and_backward).lower(a, b).as_text()
+  dots = [line for line in hlo.splitlines() if "dot_general" in line]
+  assert len(dots) == 3
+  for dot in dots:
+    assert re.search(r": \(tensor<[^>]*bf16>, tensor<[^>]*bf16>\) -> "
+                     r"tensor<[^>]*f32>", dot), dot
+
+
+def test_bfloat16_gradients_follow_float32(mesh):
+  ids, mask = _batch()
+  direction = jax.random.normal(jax.random.key(1), (32,))
+
+  def gradient(dtype):
+    graphdef, params = nnx.split(_model(mesh, dtype=dtype))
+    loss = lambda p: nnx.merge(graphdef, p).encode_query(ids, mask) @ direction
+    with sharding.use_mesh(mesh):
+      grads = jax.grad(lambda p: loss(p).sum())(params)
+    return np.concatenate([np.ravel(g) for g in jax.tree.leaves(grads)])
+
+  f32, bf16 = gradient("float32"), gradient("bfloat16")
+  cosine = f32 @ bf16 / np.linalg.norm(f32) / np.linalg.norm(bf16)
+  assert cosine > 0.99, cosine
+  assert abs(np.linalg.norm(bf16) / np.linalg.norm(f32) - 1) < 0.05
 
 
 def test_projection_sets_the_embedding_size(mesh):

@@ -94,3 +94,17 @@ def median_costs(makers: dict[str, Maker], rounds: int, pause: float = 1.0
   return {name: {"seconds": statistics.median(s for s, _ in values),
                  "minor_faults": statistics.median(f for _, f in values)}
           for name, values in costs.items()}
+
+
+def print_framework_ratios(seconds: dict[str, float], dtypes: list[str]
+                           ) -> None:
+  """Prints JAX's time over PyTorch's for every compute dtype, from the
+  sides "JAX <dtype>" and "PyTorch <dtype>" of `seconds`, and, for other
+  dtypes, over "PyTorch float32" (the performance targets' reference)."""
+  for dtype in dtypes:
+    line = (f"{dtype}: JAX / PyTorch = "
+            f"{seconds[f'JAX {dtype}'] / seconds[f'PyTorch {dtype}']:.2f}")
+    if dtype != "float32" and "PyTorch float32" in seconds:
+      line += (f"; JAX / PyTorch float32 = "
+               f"{seconds[f'JAX {dtype}'] / seconds['PyTorch float32']:.2f}")
+    print(line)

