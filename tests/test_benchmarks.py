@@ -53,6 +53,19 @@ def test_alternate_counts_each_side_s_page_faults():
   assert 64 * 256 * 0.9 < costs["64 MB"]["minor_faults"] < 64 * 256 * 1.5
 
 
+def test_framework_ratios_compare_each_dtype_and_the_float32_reference(
+    capsys):
+  alternate.print_framework_ratios(
+      {"JAX float32": 4.0, "PyTorch float32": 5.0, "JAX bfloat16": 3.0,
+       "PyTorch bfloat16": 2.0}, ["float32", "bfloat16"])
+  assert capsys.readouterr().out == (
+      "float32: JAX / PyTorch = 0.80\n"
+      "bfloat16: JAX / PyTorch = 1.50; JAX / PyTorch float32 = 0.60\n")
+  alternate.print_framework_ratios(
+      {"JAX bfloat16": 3.0, "PyTorch bfloat16": 2.0}, ["bfloat16"])
+  assert capsys.readouterr().out == "bfloat16: JAX / PyTorch = 1.50\n"
+
+
 def test_freed_memory_is_kept_unless_switched_off():
   program = "import hybrid_jax.host_memory as m; print(m.keep_freed_memory())"
   for value, expected in (("1", "True"), ("0", "False")):

@@ -118,10 +118,10 @@ def test_bfloat16_compute_stays_close_to_float32(mesh):
 _SPECS = ("ti,io->to", "bhqd,bhkd->bhqk", "bhqk,bhkd->bhqd")
 
 
-def _operands(spec, dtype, seed=0):
+def _operands(spec, dtype):
   """Random operands and output cotangent of einsum `spec`."""
   size = dict(t=6, i=5, o=4, b=2, h=3, q=4, k=5, d=6)
-  keys = jax.random.split(jax.random.key(seed), 3)
+  keys = jax.random.split(jax.random.key(0), 3)
   names = spec.replace("->", ",").split(",")
   return [jax.random.normal(key, [size[c] for c in name]).astype(dtype)
           for key, name in zip(keys, names)]
@@ -146,40 +146,72 @@ def test_bfloat16_einsum_is_mixed_precision_both_ways(spec):
   upcast = [x.astype(jnp.float32) for x in (a, b, cotangent)]
   _, reference_vjp = jax.vjp(functools.partial(jnp.einsum, spec), *upcast[:2])
   assert out.dtype == jnp.float32
-  np.testing.assert_allclose(out, jnp.einsum(spec, *upcast[:2]), rtol=1e-6)
+  np.testing.assert_allclose(out, jnp.einsum(spec, *upcast[:2]), rtol=1e-6,
+                             atol=1e-6)
   for got, want in zip(grads, reference_vjp(upcast[2])):
     assert got.dtype == jnp.bfloat16  # Rounded once, from float32 sums.
     np.testing.assert_allclose(got.astype(jnp.float32), want, rtol=1e-2,
                                atol=1e-2)
-  # Every matmul XLA gets, forward and backward, takes bfloat16 operands and
-  # returns float32.
+  # Every matmul XLA gets, forward and backward, is bfloat16 -> float32.
   def forward_and_backward(a, b):
     out, vjp = jax.vjp(functools.partial(encoder.einsum, spec), a, b)
     return out, vjp(out)
 
-  hlo = jax.jit(forward_and_backward).lower(a, b).as_text()
+  assert len(_mixed_precision_dots(jax.jit(forward_and_backward), a, b)) == 3
+
+
+def _mixed_precision_dots(jitted, *args) -> list[str]:
+  """The dot_generals of `jitted` lowered for `args`, each asserted to take
+  bfloat16 operands and return float32."""
+  hlo = jitted.lower(*args).as_text()
   dots = [line for line in hlo.splitlines() if "dot_general" in line]
-  assert len(dots) == 3
   for dot in dots:
     assert re.search(r": \(tensor<[^>]*bf16>, tensor<[^>]*bf16>\) -> "
                      r"tensor<[^>]*f32>", dot), dot
+  return dots
+
+
+@pytest.mark.parametrize("spec, match", [
+    ("ti,io", "explicit two-operand spec"),  # No result.
+    ("ti,io->t", "got 'ti,io->t'"),  # o summed within b.
+    ("ti,io,ox->tx", "two-operand"),
+])
+def test_einsum_rejects_specs_it_cannot_differentiate(spec, match):
+  with pytest.raises(ValueError, match=match):
+    encoder.einsum(spec, jnp.ones((2, 3)), jnp.ones((3, 4)))
+
+
+def test_einsum_rejects_mixed_dtypes():
+  with pytest.raises(ValueError, match="float32 and bfloat16"):
+    encoder.einsum("ti,io->to", jnp.ones((2, 3)),
+                   jnp.ones((3, 4), jnp.bfloat16))
 
 
 def test_bfloat16_gradients_follow_float32(mesh):
   ids, mask = _batch()
   direction = jax.random.normal(jax.random.key(1), (32,))
 
-  def gradient(dtype):
+  def gradient_fn(dtype):
     graphdef, params = nnx.split(_model(mesh, dtype=dtype))
-    loss = lambda p: nnx.merge(graphdef, p).encode_query(ids, mask) @ direction
+    loss = lambda p: (nnx.merge(graphdef, p).encode_query(ids, mask)
+                      * direction).sum()  # No matmul of its own.
+    return jax.jit(jax.grad(loss)), params
+
+  def gradient(dtype):
+    fn, params = gradient_fn(dtype)
     with sharding.use_mesh(mesh):
-      grads = jax.grad(lambda p: loss(p).sum())(params)
+      grads = fn(params)
     return np.concatenate([np.ravel(g) for g in jax.tree.leaves(grads)])
 
   f32, bf16 = gradient("float32"), gradient("bfloat16")
   cosine = f32 @ bf16 / np.linalg.norm(f32) / np.linalg.norm(bf16)
   assert cosine > 0.99, cosine
   assert abs(np.linalg.norm(bf16) / np.linalg.norm(f32) - 1) < 0.05
+  # Every projection and attention matmul of the model, in both directions.
+  with sharding.use_mesh(mesh):
+    dots = _mixed_precision_dots(*gradient_fn("bfloat16"))
+  # 2 layers x (6 projections + 2 attention products) x (forward + 2 grads).
+  assert len(dots) == 2 * 8 * 3
 
 
 def test_projection_sets_the_embedding_size(mesh):

@@ -13,7 +13,7 @@ import multiprocessing
 import resource
 import statistics
 import time
-from typing import Callable
+from typing import Callable, Sequence
 
 # A picklable function that builds, in the worker process, the call to time.
 Maker = Callable[[], Callable[[], object]]
@@ -96,8 +96,8 @@ def median_costs(makers: dict[str, Maker], rounds: int, pause: float = 1.0
           for name, values in costs.items()}
 
 
-def print_framework_ratios(seconds: dict[str, float], dtypes: list[str]
-                           ) -> None:
+def print_framework_ratios(seconds: dict[str, float],
+                           dtypes: Sequence[str]) -> None:
   """Prints JAX's time over PyTorch's for every compute dtype, from the
   sides "JAX <dtype>" and "PyTorch <dtype>" of `seconds`, and, for other
   dtypes, over "PyTorch float32" (the performance targets' reference)."""

@@ -74,7 +74,7 @@ def torch_forward(checkpoint: str, dtype: str, batch: int, length: int):
                for x in _batch(model.config.vocab_size, batch, length))
 
   def run():
-    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16,
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16,
                                          enabled=dtype == "bfloat16"):
       model(input_ids=ids, attention_mask=mask)
 

@@ -104,7 +104,7 @@ def jax_step(batch: int, lengths: tuple[int, int], freeze: bool,
 def torch_step(checkpoint: str, batch: int, lengths: tuple[int, int],
                freeze: bool, dtype: str = "float32"):
   """The same step in PyTorch transformers (a no-argument call); bfloat16
-  runs the forward pass and the loss under `torch.autocast`.
+  runs the encoder under `torch.autocast`, the loss in float32 (as ours).
 
   This process does not import hybrid_jax: PyTorch runs with the stock
   memory allocator settings.
@@ -134,10 +134,12 @@ def torch_step(checkpoint: str, batch: int, lengths: tuple[int, int],
     return torch.nn.functional.normalize(pooled, dim=-1)
 
   def run():
-    with torch.autocast("cpu", torch.bfloat16, enabled=dtype == "bfloat16"):
-      scores = embed(*query) @ embed(*passage).T / TEMPERATURE
-      loss = torch.nn.functional.cross_entropy(
-          scores, torch.arange(scores.shape[0]))
+    with torch.autocast("cpu", dtype=torch.bfloat16,
+                        enabled=dtype == "bfloat16"):
+      embedded = [embed(*query).float(), embed(*passage).float()]
+    scores = embedded[0] @ embedded[1].T / TEMPERATURE  # float32, as ours.
+    loss = torch.nn.functional.cross_entropy(
+        scores, torch.arange(scores.shape[0]))
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

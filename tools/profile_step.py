@@ -11,7 +11,8 @@ three variants, each in its own process, in alternating rounds
                      XLA's step temporaries are mapped afresh every step);
   no dropout         dropout rate 0 (no random bits drawn).
 Prints the median seconds and minor page faults per step of each, the cost of
-the stock allocator and the share of the step that dropout takes.
+the stock allocator and the share of the step that dropout takes. The step is
+float32's (bench_train_step's --dtypes does not apply).
 """
 
 import functools
@@ -36,6 +37,9 @@ def step_without_memory_reuse(*args):
 
 def main(argv):
   del argv
+  if flags.FLAGS["dtypes"].present:
+    raise app.UsageError("profile_step.py times the float32 step only; "
+                         "drop --dtypes.")
   os.environ.pop(KEEP_FREED_MEMORY_ENV, None)  # The default, in every side.
   args = bench_train_step.step_args()  # Its flags are ours.
   costs = alternate.median_costs(

@@ -144,16 +144,38 @@ def position_ids(mask: jax.Array, layout: Layout, pad_id: int) -> jax.Array:
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def einsum(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
-  """`jnp.einsum(spec, a, b)` in the inputs' dtype, accumulated in float32.
+  """`jnp.einsum(spec, a, b)` with a float32 result, differentiated in the
+  inputs' dtype.
 
-  The result, and the two matmuls of the gradient, take inputs in the dtype
-  of `a` and `b` and accumulate in float32. In bfloat16 that is mixed
-  precision: XLA:CPU runs bfloat16 x bfloat16 -> float32 matmuls about twice
-  as fast as float32 ones (AVX-512 BF16), but runs a bfloat16 result, and
-  autodiff's float32-cotangent matmuls, in float32. Every index of `a` and
-  `b` must appear in the other operand or the result.
+  The matmul and both matmuls of its gradient take operands in the dtype of
+  `a` and `b` (the compute dtype) and sum in float32; callers cast the
+  result. In bfloat16 that is mixed precision as accelerators run it, and
+  what makes bfloat16 fast on CPUs with AVX-512 BF16: XLA:CPU runs bfloat16 x
+  bfloat16 -> float32 matmuls on those instructions, but a matmul with a
+  bfloat16 result, and autodiff's gradient matmuls (their cotangent is
+  float32), in float32. Reverse-mode differentiable only; `spec` is explicit
+  ("ab,bc->ac"), every index of an operand appears in the other operand or
+  the result, and shapes do not broadcast.
   """
+  _einsum_terms(spec)
+  if a.dtype != b.dtype:
+    raise ValueError(f"encoder.einsum operands differ in dtype: {a.dtype} and "
+                     f"{b.dtype}; cast both to the compute dtype.")
   return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32)
+
+
+def _einsum_terms(spec: str) -> tuple[str, str, str]:
+  """(a, b, result) index strings of `spec`, checked as `einsum` needs."""
+  inputs, arrow, out = spec.replace(" ", "").partition("->")
+  operands = inputs.split(",")
+  if not arrow or len(operands) != 2 or any(
+      set(term) - set(other + out)
+      for term, other in (operands, operands[::-1])):
+    raise ValueError(
+        f"encoder.einsum needs an explicit two-operand spec whose operand "
+        f"indices each appear in the other operand or the result, e.g. "
+        f"'ti,io->to'; got {spec!r}.")
+  return operands[0], operands[1], out
 
 
 def _einsum_forward(spec, a, b):
@@ -162,8 +184,7 @@ def _einsum_forward(spec, a, b):
 
 def _einsum_backward(spec, residuals, grad):
   a, b = residuals
-  inputs, out = spec.split("->")
-  spec_a, spec_b = inputs.split(",")
+  spec_a, spec_b, out = _einsum_terms(spec)
   grad = grad.astype(a.dtype)
   return (einsum(f"{out},{spec_b}->{spec_a}", grad, b).astype(a.dtype),
           einsum(f"{out},{spec_a}->{spec_b}", grad, a).astype(b.dtype))
