@@ -6,7 +6,10 @@ from the kernel and unmaps it on free, so every step page-faults it in again
 (a million faults and about 0.8 s of kernel time per step, several seconds
 once other processes churn memory). `keep_freed_memory` makes malloc serve
 large blocks from its heap and never give freed memory back, so the next
-step reuses the same pages. The settings only apply to threads that have not
+step reuses the same pages. The heap is not bounded: when a step cannot
+reuse the hole the previous one left (XLA frees the block a moment after the
+step's outputs are ready, or another allocation takes part of the hole), it
+grows by another block for good (README, "Memory"). The settings only apply to threads that have not
 allocated yet: call it before TensorFlow or XLA start their thread pools
 (importing `hybrid_jax` does, unless $HYBRID_JAX_KEEP_FREED_MEMORY is 0:
 then resident memory shrinks after the step, and the step is slower).
