@@ -6,13 +6,24 @@ from the kernel and unmaps it on free, so every step page-faults it in again
 (a million faults and about 0.8 s of kernel time per step, several seconds
 once other processes churn memory). `keep_freed_memory` makes malloc serve
 large blocks from its heap and never give freed memory back, so the next
-step reuses the same pages. The heap is not bounded: when a step cannot
-reuse the hole the previous one left (XLA frees the block a moment after the
-step's outputs are ready, or another allocation takes part of the hole), it
-grows by another block for good (README, "Memory"). The settings only apply to threads that have not
-allocated yet: call it before TensorFlow or XLA start their thread pools
-(importing `hybrid_jax` does, unless $HYBRID_JAX_KEEP_FREED_MEMORY is 0:
-then resident memory shrinks after the step, and the step is slower).
+step reuses the same pages.
+
+Reuse needs the previous step's block to be free when the next step
+allocates its own. With JAX's asynchronous CPU dispatch it often is not: a
+jitted call allocates its temporaries at once and returns, and XLA frees
+them on a worker thread about 15 ms after the outputs are ready, so a loop
+that dispatches the next step within that time grows the heap by a second
+block for good. `keep_freed_memory` therefore also makes XLA:CPU run each
+computation in the calling thread (`jax_cpu_enable_async_dispatch` off):
+the call returns once the computation is done and its temporaries are
+freed. Training loops lose nothing, as they wait for each step's metrics.
+
+The heap still grows when another allocation takes part of the hole that
+the step's block left (README, "Memory"). The malloc settings only apply to
+threads that have not allocated yet, and the dispatch setting to a CPU
+backend not yet created: call it before TensorFlow or XLA start (importing
+`hybrid_jax` does, unless $HYBRID_JAX_KEEP_FREED_MEMORY is 0: then resident
+memory shrinks after the step, and the step is slower).
 """
 
 import ctypes
@@ -29,17 +40,22 @@ _M_ARENA_MAX = -8
 
 
 def keep_freed_memory() -> bool:
-  """Tunes glibc malloc to reuse freed memory; returns whether it did.
+  """Tunes glibc malloc and XLA:CPU to reuse freed memory; returns whether
+  it did.
 
   No large block is mmapped (M_MMAP_MAX 0), the heap is never trimmed
   (M_TRIM_THRESHOLD -1, i.e. SIZE_MAX) and all threads share the main
   arena, the one that can grow that large (M_ARENA_MAX 1). Resident memory
-  then stays at its peak. Does nothing off glibc (macOS, musl) or with
-  $HYBRID_JAX_KEEP_FREED_MEMORY=0.
+  then stays at its peak. CPU computations run synchronously, so each frees
+  its temporaries before the next one allocates. Does nothing off glibc
+  (macOS, musl) or with $HYBRID_JAX_KEEP_FREED_MEMORY=0.
   """
   if platform.libc_ver()[0] != "glibc" or os.environ.get(ENV) == "0":
     return False
   libc = ctypes.CDLL(ctypes.util.find_library("c"))
   applied = [libc.mallopt(parameter, value) == 1 for parameter, value in (
       (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1), (_M_ARENA_MAX, 1))]
+  # After mallopt: importing jax must not allocate from other arenas first.
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.config.update("jax_cpu_enable_async_dispatch", False)
   return all(applied)

@@ -4,9 +4,7 @@ entry point also defines, such as --config, are only run as subprocesses.)"""
 
 import functools
 import operator
-import os
 import re
-import subprocess
 import sys
 import time
 import types
@@ -64,15 +62,6 @@ def test_framework_ratios_compare_each_dtype_and_the_float32_reference(
   alternate.print_framework_ratios(
       {"JAX bfloat16": 3.0, "PyTorch bfloat16": 2.0}, ["bfloat16"])
   assert capsys.readouterr().out == "bfloat16: JAX / PyTorch = 1.50\n"
-
-
-def test_freed_memory_is_kept_unless_switched_off():
-  program = "import hybrid_jax.host_memory as m; print(m.keep_freed_memory())"
-  for value, expected in (("1", "True"), ("0", "False")):
-    out = subprocess.run(
-        [sys.executable, "-c", program], capture_output=True, text=True,
-        check=True, env={**os.environ, "HYBRID_JAX_KEEP_FREED_MEMORY": value})
-    assert out.stdout.split()[-1] == expected
 
 
 def test_alternate_names_a_side_that_fails_to_start():

@@ -1,0 +1,88 @@
+"""Host memory reuse (`hybrid_jax.host_memory`), each case in a fresh
+process: the settings apply when hybrid_jax is imported."""
+
+import json
+import os
+import platform
+import subprocess
+import sys
+
+import pytest
+
+# Steps a jitted function with about 50 MB of temporaries, as a training loop
+# does, and prints as JSON the temporaries' size and, for each step, whether
+# its result was ready when the call returned, the bytes malloc then had in
+# use (heap and mapped blocks) and the heap's size, against before the call.
+_STEPS = r"""
+import ctypes, ctypes.util, json
+import hybrid_jax
+import jax, jax.numpy as jnp
+
+class MallInfo2(ctypes.Structure):
+  _fields_ = [(name, ctypes.c_size_t) for name in (
+      "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks "
+      "keepcost").split()]
+
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+libc.mallinfo2.restype = MallInfo2
+
+def step(w, x):
+  first = jnp.tanh(w @ w)
+  second = jnp.tanh(first @ w)
+  return w + 1e-3 * (first @ second + second @ first) + x.mean()
+
+step = jax.jit(step, donate_argnums=0)
+w = jnp.eye(2048, dtype=jnp.float32)
+x = jnp.ones(16)
+temp = step.lower(w, x).compile().memory_analysis().temp_size_in_bytes
+w = step(w, x).block_until_ready()  # Compiles.
+ready, in_use, heap = [], [], []
+for i in range(4):
+  before = libc.mallinfo2()
+  w = step(w, x)
+  after = libc.mallinfo2()
+  ready.append(w.is_ready())
+  in_use.append((after.uordblks + after.hblkhd)
+                - (before.uordblks + before.hblkhd))
+  heap.append(after.arena - before.arena)
+  w.block_until_ready()
+print(json.dumps({"temp": temp, "ready": ready, "in_use": in_use,
+                  "heap": heap}))
+"""
+
+glibc_only = pytest.mark.skipif(platform.libc_ver()[0] != "glibc",
+                                reason="host memory reuse is glibc's")
+
+
+def _run(program: str, keep_freed_memory: str) -> str:
+  """The last line `program` prints, with $HYBRID_JAX_KEEP_FREED_MEMORY."""
+  out = subprocess.run(
+      [sys.executable, "-c", program], capture_output=True, text=True,
+      check=True,
+      env={**os.environ, "HYBRID_JAX_KEEP_FREED_MEMORY": keep_freed_memory})
+  return out.stdout.split("\n")[-2]
+
+
+@glibc_only
+def test_freed_memory_is_kept_unless_switched_off():
+  program = "import hybrid_jax.host_memory as m; print(m.keep_freed_memory())"
+  assert _run(program, "1") == "True"
+  assert _run(program, "0") == "False"
+
+
+@glibc_only
+def test_a_step_has_run_and_freed_its_temporaries_when_it_returns():
+  steps = json.loads(_run(_STEPS, "1"))
+  assert steps["temp"] > 40 * 2**20, steps
+  assert steps["ready"] == [True] * 4, steps
+  # The next step reuses the temporaries' pages: the heap does not grow.
+  assert all(abs(n) < steps["temp"] / 4 for n in steps["in_use"]), steps
+  assert steps["heap"] == [0] * 4, steps
+
+
+@glibc_only
+def test_switched_off_a_step_returns_before_it_has_run():
+  # JAX's asynchronous CPU dispatch, which lets a loop dispatch the next
+  # step before the previous one has freed its temporaries.
+  steps = json.loads(_run(_STEPS, "0"))
+  assert steps["ready"] == [False] * 4, steps
