@@ -1,4 +1,5 @@
-"""Keeps freed host memory in the process for reuse (glibc malloc settings).
+"""Keeps freed host memory in the process for reuse (glibc malloc and
+XLA:CPU dispatch settings).
 
 XLA:CPU allocates the temporaries of one execution as a single block: about
 4 GB for the default training step. glibc maps a block that large fresh
@@ -10,20 +11,24 @@ step reuses the same pages.
 
 Reuse needs the previous step's block to be free when the next step
 allocates its own. With JAX's asynchronous CPU dispatch it often is not: a
-jitted call allocates its temporaries at once and returns, and XLA frees
-them on a worker thread about 15 ms after the outputs are ready, so a loop
-that dispatches the next step within that time grows the heap by a second
-block for good. `keep_freed_memory` therefore also makes XLA:CPU run each
-computation in the calling thread (`jax_cpu_enable_async_dispatch` off):
-the call returns once the computation is done and its temporaries are
-freed. Training loops lose nothing, as they wait for each step's metrics.
+jitted call only schedules the computation and returns, a worker thread
+allocates the temporaries when it starts and frees them about 15 ms after
+the outputs are ready, so a loop that dispatches the next step within that
+time grows the heap by a second block for good. `keep_freed_memory`
+therefore also switches `jax_cpu_enable_async_dispatch` off: a computation
+on one device whose inputs are ready then runs in the calling thread, and
+the call returns once its temporaries are freed. hybrid_jax's loops
+(training, encoding, search) lose nothing: each reads its results back
+before the next call. Computations spread over several CPU devices (fake
+devices in tests) stay asynchronous.
 
 The heap still grows when another allocation takes part of the hole that
 the step's block left (README, "Memory"). The malloc settings only apply to
 threads that have not allocated yet, and the dispatch setting to a CPU
-backend not yet created: call it before TensorFlow or XLA start (importing
-`hybrid_jax` does, unless $HYBRID_JAX_KEEP_FREED_MEMORY is 0: then resident
-memory shrinks after the step, and the step is slower).
+backend not yet created (JAX ignores it afterwards): call it before
+TensorFlow or XLA start. Importing `hybrid_jax` does, unless
+$HYBRID_JAX_KEEP_FREED_MEMORY is 0: then resident memory shrinks after the
+step, and the step is slower.
 """
 
 import ctypes
@@ -40,22 +45,23 @@ _M_ARENA_MAX = -8
 
 
 def keep_freed_memory() -> bool:
-  """Tunes glibc malloc and XLA:CPU to reuse freed memory; returns whether
-  it did.
+  """Makes malloc and XLA:CPU reuse freed host memory; True if applied.
 
   No large block is mmapped (M_MMAP_MAX 0), the heap is never trimmed
   (M_TRIM_THRESHOLD -1, i.e. SIZE_MAX) and all threads share the main
   arena, the one that can grow that large (M_ARENA_MAX 1). Resident memory
-  then stays at its peak. CPU computations run synchronously, so each frees
-  its temporaries before the next one allocates. Does nothing off glibc
-  (macOS, musl) or with $HYBRID_JAX_KEEP_FREED_MEMORY=0.
+  then stays at its peak. Then CPU dispatch is made synchronous, so a step
+  frees its temporaries before the next one allocates. Does nothing off
+  glibc (macOS, musl), with $HYBRID_JAX_KEEP_FREED_MEMORY=0, or where
+  mallopt refuses a setting.
   """
   if platform.libc_ver()[0] != "glibc" or os.environ.get(ENV) == "0":
     return False
   libc = ctypes.CDLL(ctypes.util.find_library("c"))
-  applied = [libc.mallopt(parameter, value) == 1 for parameter, value in (
-      (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1), (_M_ARENA_MAX, 1))]
+  if not all(libc.mallopt(parameter, value) == 1 for parameter, value in (
+      (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1), (_M_ARENA_MAX, 1))):
+    return False
   # After mallopt: importing jax must not allocate from other arenas first.
   import jax  # pylint: disable=g-import-not-at-top
   jax.config.update("jax_cpu_enable_async_dispatch", False)
-  return all(applied)
+  return True

@@ -9,14 +9,18 @@ import sys
 
 import pytest
 
-# Steps a jitted function with about 50 MB of temporaries, as a training loop
-# does, and prints as JSON the temporaries' size and, for each step, whether
-# its result was ready when the call returned, the bytes malloc then had in
-# use (heap and mapped blocks) and the heap's size, against before the call.
+# Steps a jitted function with 64 MiB of temporaries, as a training loop does,
+# and prints as JSON the temporaries' size and, for each step, whether its
+# result was ready when the call returned and the change across the call in
+# the bytes malloc has in use (heap and mapped blocks).
 _STEPS = r"""
-import ctypes, ctypes.util, json
+import ctypes
+import ctypes.util
+import json
+
 import hybrid_jax
-import jax, jax.numpy as jnp
+import jax
+import jax.numpy as jnp
 
 class MallInfo2(ctypes.Structure):
   _fields_ = [(name, ctypes.c_size_t) for name in (
@@ -36,7 +40,7 @@ w = jnp.eye(2048, dtype=jnp.float32)
 x = jnp.ones(16)
 temp = step.lower(w, x).compile().memory_analysis().temp_size_in_bytes
 w = step(w, x).block_until_ready()  # Compiles.
-ready, in_use, heap = [], [], []
+ready, in_use = [], []
 for i in range(4):
   before = libc.mallinfo2()
   w = step(w, x)
@@ -44,23 +48,28 @@ for i in range(4):
   ready.append(w.is_ready())
   in_use.append((after.uordblks + after.hblkhd)
                 - (before.uordblks + before.hblkhd))
-  heap.append(after.arena - before.arena)
   w.block_until_ready()
-print(json.dumps({"temp": temp, "ready": ready, "in_use": in_use,
-                  "heap": heap}))
+print(json.dumps({"temp": temp, "ready": ready, "in_use": in_use}))
 """
 
-glibc_only = pytest.mark.skipif(platform.libc_ver()[0] != "glibc",
+_LIBC, _LIBC_VERSION = platform.libc_ver()
+glibc_only = pytest.mark.skipif(_LIBC != "glibc",
                                 reason="host memory reuse is glibc's")
+# mallinfo2, which _STEPS reads, came with glibc 2.33.
+mallinfo2 = pytest.mark.skipif(
+    _LIBC != "glibc" or tuple(map(int, _LIBC_VERSION.split("."))) < (2, 33),
+    reason="needs glibc 2.33 or later")
 
 
 def _run(program: str, keep_freed_memory: str) -> str:
-  """The last line `program` prints, with $HYBRID_JAX_KEEP_FREED_MEMORY."""
+  """The last line `program` prints on the CPU, with
+  $HYBRID_JAX_KEEP_FREED_MEMORY."""
   out = subprocess.run(
       [sys.executable, "-c", program], capture_output=True, text=True,
-      check=True,
-      env={**os.environ, "HYBRID_JAX_KEEP_FREED_MEMORY": keep_freed_memory})
-  return out.stdout.split("\n")[-2]
+      check=False, env={**os.environ, "JAX_PLATFORMS": "cpu",
+                        "HYBRID_JAX_KEEP_FREED_MEMORY": keep_freed_memory})
+  assert out.returncode == 0, out.stderr
+  return out.stdout.splitlines()[-1]
 
 
 @glibc_only
@@ -70,17 +79,17 @@ def test_freed_memory_is_kept_unless_switched_off():
   assert _run(program, "0") == "False"
 
 
-@glibc_only
+@mallinfo2
 def test_a_step_has_run_and_freed_its_temporaries_when_it_returns():
   steps = json.loads(_run(_STEPS, "1"))
   assert steps["temp"] > 40 * 2**20, steps
   assert steps["ready"] == [True] * 4, steps
-  # The next step reuses the temporaries' pages: the heap does not grow.
+  # Freed, so the next step can reuse them. (Whether malloc does, and the
+  # heap stays put, depends on what else took part of the hole since.)
   assert all(abs(n) < steps["temp"] / 4 for n in steps["in_use"]), steps
-  assert steps["heap"] == [0] * 4, steps
 
 
-@glibc_only
+@mallinfo2
 def test_switched_off_a_step_returns_before_it_has_run():
   # JAX's asynchronous CPU dispatch, which lets a loop dispatch the next
   # step before the previous one has freed its temporaries.

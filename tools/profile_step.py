@@ -7,11 +7,12 @@ Times our jitted training step (the step of tools/bench_train_step.py) in
 three variants, each in its own process, in alternating rounds
 (`tools/alternate.py`):
   default            as hybrid_jax runs it;
-  no memory reuse    without `hybrid_jax.host_memory` (glibc's stock malloc:
-                     XLA's step temporaries are mapped afresh every step);
+  no memory reuse    without `hybrid_jax.host_memory` (glibc's stock malloc
+                     and JAX's asynchronous CPU dispatch: XLA's step
+                     temporaries are mapped afresh every step);
   no dropout         dropout rate 0 (no random bits drawn).
 Prints the median seconds and minor page faults per step of each, the cost of
-the stock allocator and the share of the step that dropout takes. The step is
+no memory reuse and the share of the step that dropout takes. The step is
 float32's (bench_train_step's --dtypes does not apply).
 """
 
@@ -30,7 +31,7 @@ KEEP_FREED_MEMORY_ENV = "HYBRID_JAX_KEEP_FREED_MEMORY"
 
 
 def step_without_memory_reuse(*args):
-  """`bench_train_step.jax_step` in a process with glibc's stock malloc."""
+  """`bench_train_step.jax_step` in a process without host memory reuse."""
   os.environ[KEEP_FREED_MEMORY_ENV] = "0"  # Before hybrid_jax is imported.
   return bench_train_step.jax_step(*args)
 
@@ -54,7 +55,7 @@ def main(argv):
     print(f"{name:16s}{cost['seconds']:7.3f} s/step  "
           f"{cost['minor_faults']:10,.0f} minor page faults/step")
   default = costs["default"]["seconds"]
-  print(f"stock malloc: {costs['no memory reuse']['seconds'] / default:.2f} "
+  print(f"no memory reuse: {costs['no memory reuse']['seconds'] / default:.2f} "
         f"x the step time; dropout: "
         f"{1 - costs['no dropout']['seconds'] / default:.0%} of the step")
 
