@@ -23,7 +23,9 @@ before the next call. Computations spread over several CPU devices (fake
 devices in tests) stay asynchronous.
 
 The heap still grows when another allocation takes part of the hole that
-the step's block left (README, "Memory"). The malloc settings only apply to
+the step's block left and is still held at the next step (README,
+"Memory"): a background checkpoint save's copy of the state did, so the CPU
+presets save synchronously (`train.async_checkpoints`). The malloc settings only apply to
 threads that have not allocated yet, and the dispatch setting to a CPU
 backend not yet created (JAX ignores it afterwards): call it before
 TensorFlow or XLA start. Importing `hybrid_jax` does, unless
