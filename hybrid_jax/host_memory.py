@@ -23,9 +23,14 @@ before the next call. Computations spread over several CPU devices (fake
 devices in tests) stay asynchronous.
 
 The heap still grows when another allocation takes part of the hole that
-the step's block left and is still held at the next step (README,
-"Memory"): a background checkpoint save's copy of the state did, so the CPU
-presets save synchronously (`train.async_checkpoints`). The malloc settings only apply to
+the step's block left and is still held at the next step: a background
+checkpoint save's copy of the state did (so the CPU presets save
+synchronously, `train.async_checkpoints`), and so can whatever runs between
+steps. The hole, too small now, would stay resident beside the new block.
+`make_room` therefore runs before each training step: if no freed block
+holds the step's temporaries, it first gives the
+heap's freed pages back to the kernel, so the growth costs no resident
+memory (the step then faults its block in once). The malloc settings only apply to
 threads that have not allocated yet, and the dispatch setting to a CPU
 backend not yet created (JAX ignores it afterwards): call it before
 TensorFlow or XLA start. Importing `hybrid_jax` does, unless
@@ -46,6 +51,10 @@ _M_MMAP_MAX = -4
 _M_ARENA_MAX = -8
 
 
+# glibc, once `keep_freed_memory` has applied its settings.
+_libc: ctypes.CDLL | None = None
+
+
 def keep_freed_memory() -> bool:
   """Makes malloc and XLA:CPU reuse freed host memory; True if applied.
 
@@ -57,6 +66,7 @@ def keep_freed_memory() -> bool:
   glibc (macOS, musl), with $HYBRID_JAX_KEEP_FREED_MEMORY=0, or where
   mallopt refuses a setting.
   """
+  global _libc
   if platform.libc_ver()[0] != "glibc" or os.environ.get(ENV) == "0":
     return False
   libc = ctypes.CDLL(ctypes.util.find_library("c"))
@@ -66,4 +76,29 @@ def keep_freed_memory() -> bool:
   # After mallopt: importing jax must not allocate from other arenas first.
   import jax  # pylint: disable=g-import-not-at-top
   jax.config.update("jax_cpu_enable_async_dispatch", False)
+  libc.malloc.restype = ctypes.c_void_p
+  libc.malloc.argtypes = [ctypes.c_size_t]
+  libc.free.argtypes = [ctypes.c_void_p]
+  libc.sbrk.restype = ctypes.c_void_p
+  libc.sbrk.argtypes = [ctypes.c_ssize_t]
+  _libc = libc
+  return True
+
+
+def make_room(nbytes: int) -> bool:
+  """Before a block of `nbytes` is allocated: if no freed block of the heap
+  holds it, gives the freed pages back to the kernel; True if it did.
+
+  malloc would extend the heap for the block and keep the freed blocks,
+  too small for it, resident beside it. Whether the block fits is probed
+  by allocating and freeing it (malloc does not touch its pages) and
+  watching the heap's end. Does nothing unless `keep_freed_memory` applied.
+  """
+  if _libc is None or nbytes <= 0:
+    return False
+  end = _libc.sbrk(0)
+  _libc.free(_libc.malloc(nbytes))
+  if _libc.sbrk(0) == end:
+    return False
+  _libc.malloc_trim(0)
   return True

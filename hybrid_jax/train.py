@@ -27,6 +27,7 @@ from data_pipeline import pipeline as pipeline_lib
 from data_pipeline import tokenization
 from hybrid_jax import checkpointing
 from hybrid_jax import config as config_lib
+from hybrid_jax import host_memory
 from hybrid_jax import losses
 from hybrid_jax import metrics as metrics_lib
 from hybrid_jax import optimizer
@@ -153,6 +154,17 @@ def global_batch(local: dict[str, np.ndarray],
           for name, s in shardings.items()}
 
 
+def host_temporaries(jitted, *args) -> int:
+  """Bytes of host memory the temporaries of `jitted(*args)` take: the
+  compiled computation's temporary allocation on the CPU, 0 elsewhere (they
+  are device memory). Compiles for `args`; the call reuses the executable.
+  """
+  if jax.default_backend() != "cpu":
+    return 0
+  analysis = jitted.lower(*args).compile().memory_analysis()
+  return analysis.temp_size_in_bytes if analysis else 0
+
+
 def _check_finite(step: int, scalars: dict[str, float],
                   checkpoints: checkpointing.Checkpoints) -> None:
   bad = {k: scalars[k] for k in ("loss", "grad_norm")
@@ -234,11 +246,15 @@ def _train(cfg: config_lib.ExperimentConfig, directory: epath.Path,
       enabled=jax.process_index() == 0)
   batches = train_data.iterator(start)
   scalars = {}
+  temporaries = None  # Host bytes; known once the first batch is.
   try:
     with sharding.use_mesh(mesh):
       for step in range(start + 1, cfg.train.num_steps + 1):
-        state, step_metrics = step_fn(state, global_batch(
-            next(batches), inputs, cfg.data.batch_size))
+        batch = global_batch(next(batches), inputs, cfg.data.batch_size)
+        if temporaries is None:
+          temporaries = host_temporaries(step_fn, state, batch)
+        host_memory.make_room(temporaries)
+        state, step_metrics = step_fn(state, batch)
         scalars = {k: float(v)
                    for k, v in jax.device_get(step_metrics).items()}
         _check_finite(step, scalars, checkpoints)

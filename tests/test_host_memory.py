@@ -95,3 +95,51 @@ def test_switched_off_a_step_returns_before_it_has_run():
   # step before the previous one has freed its temporaries.
   steps = json.loads(_run(_STEPS, "0"))
   assert steps["ready"] == [False] * 4, steps
+
+
+# Frees a touched 64 MiB block, then asks `make_room` for a block it holds
+# and for one it does not, and prints as JSON the return values and
+# resident memory (MiB) after each.
+_MAKE_ROOM = r"""
+import ctypes
+import ctypes.util
+import json
+
+from hybrid_jax import host_memory
+
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+
+def resident_mib():
+  with open("/proc/self/statm") as statm:
+    return int(statm.read().split()[1]) * 4096 / 2**20
+
+block = libc.malloc(64 << 20)
+ctypes.memset(block, 1, 64 << 20)  # Resident.
+libc.free(block)
+resident = [resident_mib()]
+held = host_memory.make_room(32 << 20)
+resident.append(resident_mib())
+too_large = host_memory.make_room(128 << 20)
+resident.append(resident_mib())
+print(json.dumps({"held": held, "too_large": too_large,
+                  "resident": resident}))
+"""
+
+
+@glibc_only
+def test_make_room_gives_freed_pages_back_only_when_a_block_will_not_fit():
+  room = json.loads(_run(_MAKE_ROOM, "1"))
+  before, after_held, after_too_large = room["resident"]
+  assert not room["held"], room  # The freed block holds 32 MiB: kept.
+  assert abs(after_held - before) < 4, room
+  assert room["too_large"], room  # 128 MiB would extend the heap.
+  assert after_too_large < before - 56, room  # The freed pages went back.
+
+
+@glibc_only
+def test_make_room_does_nothing_when_switched_off():
+  room = json.loads(_run(_MAKE_ROOM, "0"))
+  assert not room["held"] and not room["too_large"], room
