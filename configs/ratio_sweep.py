@@ -128,8 +128,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.checkpoint_every = 20
   c.train.keep_checkpoints = 2
   # Each save finishes before the next step: on the CPU, a background save's
-  # copy of the state would take part of the step's freed temporaries and
-  # grow the heap by another 3.7 GiB (hybrid_jax/host_memory.py).
+  # copy of the state would take part of the hole the step's temporaries
+  # left, and the next step would need a new one (hybrid_jax/host_memory.py).
   c.train.async_checkpoints = False
 
   # Retrieval evaluation of data.eval, LAReQA protocol (hybrid_jax/evaluation).

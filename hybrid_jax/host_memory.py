@@ -6,8 +6,8 @@ XLA:CPU allocates the temporaries of one execution as a single block: about
 from the kernel and unmaps it on free, so every step page-faults it in again
 (a million faults and about 0.8 s of kernel time per step, several seconds
 once other processes churn memory). `keep_freed_memory` makes malloc serve
-large blocks from its heap and never give freed memory back, so the next
-step reuses the same pages.
+large blocks from its heap and not give freed memory back on its own, so
+the next step reuses the same pages.
 
 Reuse needs the previous step's block to be free when the next step
 allocates its own. With JAX's asynchronous CPU dispatch it often is not: a
@@ -22,20 +22,21 @@ the call returns once its temporaries are freed. hybrid_jax's loops
 before the next call. Computations spread over several CPU devices (fake
 devices in tests) stay asynchronous.
 
-The heap still grows when another allocation takes part of the hole that
-the step's block left and is still held at the next step: a background
-checkpoint save's copy of the state did (so the CPU presets save
-synchronously, `train.async_checkpoints`), and so can whatever runs between
-steps. The hole, too small now, would stay resident beside the new block.
-`make_room` therefore runs before each training step: if no freed block
-holds the step's temporaries, it first gives the
-heap's freed pages back to the kernel, so the growth costs no resident
-memory (the step then faults its block in once). The malloc settings only apply to
-threads that have not allocated yet, and the dispatch setting to a CPU
-backend not yet created (JAX ignores it afterwards): call it before
-TensorFlow or XLA start. Importing `hybrid_jax` does, unless
-$HYBRID_JAX_KEEP_FREED_MEMORY is 0: then resident memory shrinks after the
-step, and the step is slower.
+Reuse also needs the hole the block left to stay whole. Whatever takes part
+of it and still holds it at the next step (a background checkpoint save's
+copy of the state did, so the CPU presets save synchronously) makes the
+heap grow for the next block, and the rest of the hole, too small now,
+would stay resident beside it. The training loop therefore calls
+`make_room` before each step: if no freed block holds the step's
+temporaries, it first gives the freed pages back to the kernel, so the
+growth adds no resident memory (the step then faults its block in once).
+
+The malloc settings only apply to threads that have not allocated yet, and
+the dispatch setting to a CPU backend not yet created (JAX ignores it
+afterwards): call `keep_freed_memory` before TensorFlow or XLA start.
+Importing `hybrid_jax` does, unless $HYBRID_JAX_KEEP_FREED_MEMORY is 0: then
+none of this applies, resident memory shrinks after the step, and the step
+is slower.
 """
 
 import ctypes
@@ -61,7 +62,8 @@ def keep_freed_memory() -> bool:
   No large block is mmapped (M_MMAP_MAX 0), the heap is never trimmed
   (M_TRIM_THRESHOLD -1, i.e. SIZE_MAX) and all threads share the main
   arena, the one that can grow that large (M_ARENA_MAX 1). Resident memory
-  then stays at its peak. Then CPU dispatch is made synchronous, so a step
+  then stays at its peak (unless `make_room` gives pages back). Then CPU
+  dispatch is made synchronous, so a step
   frees its temporaries before the next one allocates. Does nothing off
   glibc (macOS, musl), with $HYBRID_JAX_KEEP_FREED_MEMORY=0, or where
   mallopt refuses a setting.
@@ -81,6 +83,7 @@ def keep_freed_memory() -> bool:
   libc.free.argtypes = [ctypes.c_void_p]
   libc.sbrk.restype = ctypes.c_void_p
   libc.sbrk.argtypes = [ctypes.c_ssize_t]
+  libc.malloc_trim.argtypes = [ctypes.c_size_t]
   _libc = libc
   return True
 
@@ -91,8 +94,11 @@ def make_room(nbytes: int) -> bool:
 
   malloc would extend the heap for the block and keep the freed blocks,
   too small for it, resident beside it. Whether the block fits is probed
-  by allocating and freeing it (malloc does not touch its pages) and
-  watching the heap's end. Does nothing unless `keep_freed_memory` applied.
+  by allocating and freeing it (malloc does not touch its pages unless
+  MALLOC_PERTURB_ is set) and watching the heap's end. The free top of the
+  heap is kept up to `nbytes`: the block will take it. Another thread
+  allocating meanwhile can mislead the probe (rarely; it costs a trim or a
+  growth). Does nothing unless `keep_freed_memory` applied.
   """
   if _libc is None or nbytes <= 0:
     return False
@@ -100,5 +106,5 @@ def make_room(nbytes: int) -> bool:
   _libc.free(_libc.malloc(nbytes))
   if _libc.sbrk(0) == end:
     return False
-  _libc.malloc_trim(0)
+  _libc.malloc_trim(nbytes)
   return True

@@ -15,6 +15,7 @@ import dataclasses
 import functools
 import math
 
+from absl import logging
 from etils import epath
 import jax
 import jax.numpy as jnp
@@ -246,14 +247,15 @@ def _train(cfg: config_lib.ExperimentConfig, directory: epath.Path,
       enabled=jax.process_index() == 0)
   batches = train_data.iterator(start)
   scalars = {}
-  temporaries = None  # Host bytes; known once the first batch is.
+  temporaries = None  # Host bytes the step's temporaries take, at batch 1.
   try:
     with sharding.use_mesh(mesh):
       for step in range(start + 1, cfg.train.num_steps + 1):
         batch = global_batch(next(batches), inputs, cfg.data.batch_size)
         if temporaries is None:
           temporaries = host_temporaries(step_fn, state, batch)
-        host_memory.make_room(temporaries)
+        if host_memory.make_room(temporaries):
+          logging.info("Step %d: freed host memory given back first.", step)
         state, step_metrics = step_fn(state, batch)
         scalars = {k: float(v)
                    for k, v in jax.device_get(step_metrics).items()}

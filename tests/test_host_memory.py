@@ -11,16 +11,17 @@ import pytest
 
 # Steps a jitted function with 64 MiB of temporaries, as a training loop does,
 # and prints as JSON the temporaries' size and, for each step, whether its
-# result was ready when the call returned and the change across the call in
-# the bytes malloc has in use (heap and mapped blocks).
+# result was ready when the call returned, the change across the call in the
+# bytes malloc has in use (heap and mapped blocks), and whether `make_room`
+# then gave pages back.
 _STEPS = r"""
 import ctypes
 import ctypes.util
 import json
 
-import hybrid_jax
 import jax
 import jax.numpy as jnp
+from hybrid_jax import host_memory
 
 class MallInfo2(ctypes.Structure):
   _fields_ = [(name, ctypes.c_size_t) for name in (
@@ -40,7 +41,7 @@ w = jnp.eye(2048, dtype=jnp.float32)
 x = jnp.ones(16)
 temp = step.lower(w, x).compile().memory_analysis().temp_size_in_bytes
 w = step(w, x).block_until_ready()  # Compiles.
-ready, in_use = [], []
+ready, in_use, room = [], [], []
 for i in range(4):
   before = libc.mallinfo2()
   w = step(w, x)
@@ -49,7 +50,9 @@ for i in range(4):
   in_use.append((after.uordblks + after.hblkhd)
                 - (before.uordblks + before.hblkhd))
   w.block_until_ready()
-print(json.dumps({"temp": temp, "ready": ready, "in_use": in_use}))
+  room.append(host_memory.make_room(temp))
+print(json.dumps({"temp": temp, "ready": ready, "in_use": in_use,
+                  "room": room}))
 """
 
 _LIBC, _LIBC_VERSION = platform.libc_ver()
@@ -84,9 +87,10 @@ def test_a_step_has_run_and_freed_its_temporaries_when_it_returns():
   steps = json.loads(_run(_STEPS, "1"))
   assert steps["temp"] > 40 * 2**20, steps
   assert steps["ready"] == [True] * 4, steps
-  # Freed, so the next step can reuse them. (Whether malloc does, and the
-  # heap stays put, depends on what else took part of the hole since.)
+  # Freed, so the next step can reuse them: the block that XLA freed holds
+  # the compiled temporaries' size, so make_room keeps it.
   assert all(abs(n) < steps["temp"] / 4 for n in steps["in_use"]), steps
+  assert steps["room"] == [False] * 4, steps
 
 
 @mallinfo2
@@ -97,13 +101,14 @@ def test_switched_off_a_step_returns_before_it_has_run():
   assert steps["ready"] == [False] * 4, steps
 
 
-# Frees a touched 64 MiB block, then asks `make_room` for a block it holds
-# and for one it does not, and prints as JSON the return values and
-# resident memory (MiB) after each.
+# Leaves a freed, touched 64 MiB block in one of three states (CASE), asks
+# `make_room` for 64 MiB (32 MiB when "whole"), and prints as JSON its answer
+# and resident memory (MiB) before and after.
 _MAKE_ROOM = r"""
 import ctypes
 import ctypes.util
 import json
+import os
 
 from hybrid_jax import host_memory
 
@@ -111,35 +116,57 @@ libc = ctypes.CDLL(ctypes.util.find_library("c"))
 libc.malloc.restype = ctypes.c_void_p
 libc.malloc.argtypes = [ctypes.c_size_t]
 libc.free.argtypes = [ctypes.c_void_p]
+MIB = 2**20
 
 def resident_mib():
   with open("/proc/self/statm") as statm:
-    return int(statm.read().split()[1]) * 4096 / 2**20
+    pages = int(statm.read().split()[1])
+  return pages * os.sysconf("SC_PAGE_SIZE") / MIB
 
-block = libc.malloc(64 << 20)
-ctypes.memset(block, 1, 64 << 20)  # Resident.
+block = libc.malloc(64 * MIB)
+ctypes.memset(block, 1, 64 * MIB)  # Resident.
+if CASE != "top":
+  fence = libc.malloc(64 * 1024)  # Keeps the block off the heap's top.
 libc.free(block)
-resident = [resident_mib()]
-held = host_memory.make_room(32 << 20)
-resident.append(resident_mib())
-too_large = host_memory.make_room(128 << 20)
-resident.append(resident_mib())
-print(json.dumps({"held": held, "too_large": too_large,
-                  "resident": resident}))
+if CASE == "split":  # The hole's start is taken and held.
+  kept = libc.malloc(MIB)
+  assert block <= kept < block + 64 * MIB
+if CASE == "top":  # Merged into the free top; a little of it is held.
+  kept = libc.malloc(256 * 1024)
+before = resident_mib()
+answer = host_memory.make_room((32 if CASE == "whole" else 64) * MIB)
+print(json.dumps({"answer": answer, "before": before,
+                  "after": resident_mib()}))
 """
 
 
+def _make_room(case: str, keep_freed_memory: str = "1") -> dict:
+  """`_MAKE_ROOM`'s figures for `case`."""
+  return json.loads(_run(f"CASE = {case!r}\n" + _MAKE_ROOM,
+                         keep_freed_memory))
+
+
 @glibc_only
-def test_make_room_gives_freed_pages_back_only_when_a_block_will_not_fit():
-  room = json.loads(_run(_MAKE_ROOM, "1"))
-  before, after_held, after_too_large = room["resident"]
-  assert not room["held"], room  # The freed block holds 32 MiB: kept.
-  assert abs(after_held - before) < 4, room
-  assert room["too_large"], room  # 128 MiB would extend the heap.
-  assert after_too_large < before - 56, room  # The freed pages went back.
+def test_make_room_keeps_a_freed_block_that_holds_the_next():
+  room = _make_room("whole")
+  assert not room["answer"], room
+  assert abs(room["after"] - room["before"]) < 4, room
+
+
+@glibc_only
+def test_make_room_gives_back_a_hole_too_small_for_the_next_block():
+  room = _make_room("split")
+  assert room["answer"], room
+  assert room["after"] < room["before"] - 56, room  # 63 MiB went back.
+
+
+@glibc_only
+def test_make_room_keeps_the_free_top_the_next_block_extends():
+  room = _make_room("top")
+  assert abs(room["after"] - room["before"]) < 4, room
 
 
 @glibc_only
 def test_make_room_does_nothing_when_switched_off():
-  room = json.loads(_run(_MAKE_ROOM, "0"))
-  assert not room["held"] and not room["too_large"], room
+  room = _make_room("split", keep_freed_memory="0")
+  assert not room["answer"], room
