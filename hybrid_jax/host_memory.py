@@ -63,10 +63,9 @@ def keep_freed_memory() -> bool:
   (M_TRIM_THRESHOLD -1, i.e. SIZE_MAX) and all threads share the main
   arena, the one that can grow that large (M_ARENA_MAX 1). Resident memory
   then stays at its peak (unless `make_room` gives pages back). Then CPU
-  dispatch is made synchronous, so a step
-  frees its temporaries before the next one allocates. Does nothing off
-  glibc (macOS, musl), with $HYBRID_JAX_KEEP_FREED_MEMORY=0, or where
-  mallopt refuses a setting.
+  dispatch is made synchronous, so a step frees its temporaries before the
+  next one allocates. Does nothing off glibc (macOS, musl), with
+  $HYBRID_JAX_KEEP_FREED_MEMORY=0, or where mallopt refuses a setting.
   """
   global _libc
   if platform.libc_ver()[0] != "glibc" or os.environ.get(ENV) == "0":
