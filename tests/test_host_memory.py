@@ -22,6 +22,7 @@ import json
 import jax
 import jax.numpy as jnp
 from hybrid_jax import host_memory
+from hybrid_jax import train
 
 class MallInfo2(ctypes.Structure):
   _fields_ = [(name, ctypes.c_size_t) for name in (
@@ -39,10 +40,10 @@ def step(w, x):
 step = jax.jit(step, donate_argnums=0)
 w = jnp.eye(2048, dtype=jnp.float32)
 x = jnp.ones(16)
-temp = step.lower(w, x).compile().memory_analysis().temp_size_in_bytes
-w = step(w, x).block_until_ready()  # Compiles.
+temp = train.host_temporaries(step, w, x)
+w = step(w, x).block_until_ready()  # The first call.
 ready, in_use, room = [], [], []
-for i in range(4):
+for _ in range(4):
   before = libc.mallinfo2()
   w = step(w, x)
   after = libc.mallinfo2()
