@@ -114,8 +114,11 @@ def test_bfloat16_compute_stays_close_to_float32(mesh):
                                upcast.encode_query(ids, mask), atol=1e-6)
 
 
-# The encoder's contractions: projections, attention logits, attention output.
-_SPECS = ("ti,io->to", "bhqd,bhkd->bhqk", "bhqk,bhkd->bhqd")
+# The encoder's contractions: projections, attention logits, attention output;
+# then a weight gradient's (operands swapped for the CPU kernels) and one
+# whose result is transposed.
+_SPECS = ("ti,io->to", "bhqd,bhkd->bhqk", "bhqk,bhkd->bhqd", "to,ti->io",
+          "bqd,bkd->qbk")
 
 
 def _operands(spec, dtype):
@@ -162,18 +165,62 @@ def test_bfloat16_einsum_is_mixed_precision_both_ways(spec):
 
 def _mixed_precision_dots(jitted, *args) -> list[str]:
   """The dot_generals of `jitted` lowered for `args`, each asserted to take
-  bfloat16 operands and return float32."""
-  hlo = jitted.lower(*args).as_text()
-  dots = [line for line in hlo.splitlines() if "dot_general" in line]
-  for dot in dots:
+  bfloat16 operands and return float32, and to be in the form XLA:CPU's
+  matmul kernels take (the lowering runs on one CPU device)."""
+  lines = jitted.lower(*args).as_text().splitlines()
+  dots = [i for i, line in enumerate(lines) if "dot_general" in line]
+  for i in dots:
     assert re.search(r": \(tensor<[^>]*bf16>, tensor<[^>]*bf16>\) -> "
-                     r"tensor<[^>]*f32>", dot), dot
-  return dots
+                     r"tensor<[^>]*f32>", lines[i]), lines[i]
+    _assert_kernel_form(lines[:i], lines[i])
+  return [lines[i] for i in dots]
+
+
+def _assert_kernel_form(before: list[str], dot: str) -> None:
+  """Asserts that StableHLO `dot` (after the lines `before`) multiplies
+  [batch, m, k] by [batch, k, n], both laid out row-major."""
+  operands = re.search(r"dot_general (%\w+), (%\w+),", dot).groups()
+  for name in operands:  # Its nearest definition is in the dot's function.
+    definition = next(line for line in reversed(before)
+                      if line.strip().startswith(f"{name} = "))
+    layout = re.search(r"@LayoutConstraint.*result_layouts = "
+                       r"\[dense<\[([\d, ]*)\]>", definition)
+    assert layout, definition
+    minor_to_major = _ints(layout.group(1))
+    assert minor_to_major == sorted(minor_to_major, reverse=True), definition
+  rank = re.search(r": \(tensor<([^>]*)>", dot).group(1).count("x")
+  batch = re.search(r"batching_dims = \[([^\]]*)\] x \[([^\]]*)\]", dot)
+  n = len(_ints(batch.group(1))) if batch else 0
+  if batch:
+    assert _ints(batch.group(1)) == _ints(batch.group(2)) == list(range(n))
+  lhs, rhs = map(_ints, re.search(
+      r"contracting_dims = \[([^\]]*)\] x \[([^\]]*)\]", dot).groups())
+  assert lhs == list(range(rank - len(lhs), rank)), dot
+  assert rhs == list(range(n, n + len(lhs))), dot
+
+
+def _ints(text: str) -> list[int]:
+  return [int(x) for x in text.split(",") if x.strip()]
+
+
+def test_einsum_keeps_its_form_where_the_cpu_kernels_do_not_need_another():
+  a, b, _ = _operands("ti,io->to", jnp.bfloat16)
+  lower = lambda a, b: jax.jit(functools.partial(
+      encoder.einsum, "ti,io->to")).lower(a, b).as_text()
+  assert "LayoutConstraint" in lower(a, b)  # One CPU device, bfloat16.
+  # float32 matmuls run on the same kernels in any form.
+  assert "LayoutConstraint" not in lower(*(x.astype(jnp.float32)
+                                           for x in (a, b)))
+  # Across devices a layout constraint would replicate sharded operands.
+  with sharding.use_mesh(sharding.make_mesh()):
+    assert jax.device_count() > 1
+    assert "LayoutConstraint" not in lower(a, b)
 
 
 @pytest.mark.parametrize("spec, match", [
     ("ti,io", "explicit two-operand spec"),  # No result.
     ("ti,io->t", "got 'ti,io->t'"),  # o summed within b.
+    ("tt,to->o", "each index of an operand once"),
     ("ti,io,ox->tx", "two-operand"),
 ])
 def test_einsum_rejects_specs_it_cannot_differentiate(spec, match):

@@ -19,6 +19,7 @@ import math
 from typing import Literal
 
 import jax
+from jax.experimental import layout
 import jax.numpy as jnp
 from flax import nnx
 
@@ -151,17 +152,68 @@ def einsum(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
   `a` and `b` (the compute dtype) and sum in float32; callers cast the
   result. In bfloat16 that is mixed precision as accelerators run it, and
   what makes bfloat16 fast on CPUs with AVX-512 BF16: XLA:CPU runs bfloat16 x
-  bfloat16 -> float32 matmuls on those instructions, but a matmul with a
+  bfloat16 -> float32 matmuls on those instructions when they come in the
+  form its kernels take (see `_kernel_form_matmul`), but a matmul with a
   bfloat16 result, and autodiff's gradient matmuls (their cotangent is
   float32), in float32. Reverse-mode differentiable only; `spec` is explicit
-  ("ab,bc->ac"), every index of an operand appears in the other operand or
-  the result, and shapes do not broadcast.
+  ("ab,bc->ac"), names each index of an operand once, every index of an
+  operand appears in the other operand or the result, and shapes do not
+  broadcast.
   """
   _einsum_terms(spec)
   if a.dtype != b.dtype:
     raise ValueError(f"encoder.einsum operands differ in dtype: {a.dtype} and "
                      f"{b.dtype}; cast both to the compute dtype.")
+  if a.dtype != jnp.float32 and _on_one_cpu():
+    return _kernel_form_matmul(spec, a, b)
   return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32)
+
+
+def _on_one_cpu() -> bool:
+  """Whether the computation being traced runs on one CPU device, where
+  `_kernel_form_matmul` pays: float32 matmuls run on the same kernels in any
+  form, other compilers choose their own layouts, and the SPMD partitioner
+  replicates the operands of a layout constraint."""
+  return (jax.sharding.get_abstract_mesh().size <= 1
+          and jax.default_backend() == "cpu")
+
+
+def _kernel_form_matmul(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
+  """`jnp.einsum(spec, a, b)` in float32, as XLA:CPU's matmul kernels take it.
+
+  Its matmul libraries take [batch, m, k] @ [batch, k, n] in row-major
+  layout; XLA converts the bfloat16 operands of other matmuls to float32 and
+  runs them on its float32 path. Autodiff's weight gradients (contracting
+  the token axes of both operands) and matmuls of the head-major attention
+  activations are such matmuls, so the operands are transposed into that
+  form here and laid out row-major: copies, which cost far less than the
+  float32 matmuls they avoid. The operand whose free indices lead the result
+  goes first, so the result needs no transpose for the encoder's specs.
+  """
+  spec_a, spec_b, out = _einsum_terms(spec)
+  free = [i for i in out if not (i in spec_a and i in spec_b)]
+  if free and free[0] in spec_b:
+    return _kernel_form_matmul(f"{spec_b},{spec_a}->{out}", b, a)
+  batch = [i for i in out if i in spec_a and i in spec_b]
+  contracted = [i for i in spec_a if i in spec_b and i not in out]
+  free_a = [i for i in free if i in spec_a]
+  free_b = [i for i in free if i in spec_b]
+  a = _row_major(a, spec_a, batch + free_a + contracted)
+  b = _row_major(b, spec_b, batch + contracted + free_b)
+  n, k = len(batch), len(contracted)
+  y = jax.lax.dot_general(
+      a, b, ((tuple(range(a.ndim - k, a.ndim)), tuple(range(n, n + k))),
+             (tuple(range(n)), tuple(range(n)))),
+      preferred_element_type=jnp.float32)
+  order = batch + free_a + free_b
+  return jnp.transpose(y, [order.index(i) for i in out])
+
+
+def _row_major(x: jax.Array, spec: str, order: list[str]) -> jax.Array:
+  """`x` (indexed by `spec`) transposed to `order`, in row-major layout."""
+  x = jnp.transpose(x, [spec.index(i) for i in order])
+  return layout.with_layout_constraint(
+      x, layout.Layout(major_to_minor=tuple(range(x.ndim))))
 
 
 def _einsum_terms(spec: str) -> tuple[str, str, str]:
@@ -169,12 +221,12 @@ def _einsum_terms(spec: str) -> tuple[str, str, str]:
   inputs, arrow, out = spec.replace(" ", "").partition("->")
   operands = inputs.split(",")
   if not arrow or len(operands) != 2 or any(
-      set(term) - set(other + out)
+      set(term) - set(other + out) or len(set(term)) < len(term)
       for term, other in (operands, operands[::-1])):
     raise ValueError(
-        f"encoder.einsum needs an explicit two-operand spec whose operand "
-        f"indices each appear in the other operand or the result, e.g. "
-        f"'ti,io->to'; got {spec!r}.")
+        f"encoder.einsum needs an explicit two-operand spec that names each "
+        f"index of an operand once, and whose operand indices each appear in "
+        f"the other operand or the result, e.g. 'ti,io->to'; got {spec!r}.")
   return operands[0], operands[1], out
 
 
