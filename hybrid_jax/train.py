@@ -155,14 +155,12 @@ def global_batch(local: dict[str, np.ndarray],
           for name, s in shardings.items()}
 
 
-def host_temporaries(jitted, *args) -> int:
-  """Bytes of host memory the temporaries of `jitted(*args)` take: the
-  compiled computation's temporary allocation on the CPU, 0 elsewhere (they
-  are device memory). Compiles for `args`; the call reuses the executable.
-  """
+def host_temporaries(compiled: jax.stages.Compiled) -> int:
+  """Bytes of host memory the temporaries of `compiled` take: its temporary
+  allocation on the CPU, 0 elsewhere (they are device memory)."""
   if jax.default_backend() != "cpu":
     return 0
-  analysis = jitted.lower(*args).compile().memory_analysis()
+  analysis = compiled.memory_analysis()
   return analysis.temp_size_in_bytes if analysis else 0
 
 
@@ -247,16 +245,17 @@ def _train(cfg: config_lib.ExperimentConfig, directory: epath.Path,
       enabled=jax.process_index() == 0)
   batches = train_data.iterator(start)
   scalars = {}
-  temporaries = None  # Host bytes the step's temporaries take, at batch 1.
+  compiled = None  # For the first batch: every batch has its shapes.
   try:
     with sharding.use_mesh(mesh):
       for step in range(start + 1, cfg.train.num_steps + 1):
         batch = global_batch(next(batches), inputs, cfg.data.batch_size)
-        if temporaries is None:
-          temporaries = host_temporaries(step_fn, state, batch)
+        if compiled is None:
+          compiled = step_fn.lower(state, batch).compile()
+          temporaries = host_temporaries(compiled)
         if host_memory.make_room(temporaries):
           logging.info("Step %d: freed host memory given back first.", step)
-        state, step_metrics = step_fn(state, batch)
+        state, step_metrics = compiled(state, batch)
         scalars = {k: float(v)
                    for k, v in jax.device_get(step_metrics).items()}
         _check_finite(step, scalars, checkpoints)

@@ -40,7 +40,8 @@ def step(w, x):
 step = jax.jit(step, donate_argnums=0)
 w = jnp.eye(2048, dtype=jnp.float32)
 x = jnp.ones(16)
-temp = train.host_temporaries(step, w, x)
+step = step.lower(w, x).compile()  # As the training loop runs it.
+temp = train.host_temporaries(step)
 w = step(w, x).block_until_ready()  # The first call.
 ready, in_use, room = [], [], []
 for _ in range(4):
