@@ -245,7 +245,7 @@ def _train(cfg: config_lib.ExperimentConfig, directory: epath.Path,
       enabled=jax.process_index() == 0)
   batches = train_data.iterator(start)
   scalars = {}
-  compiled = None  # For the first batch: every batch has its shapes.
+  compiled, temporaries = None, 0  # Compiled for the first batch's shapes.
   try:
     with sharding.use_mesh(mesh):
       for step in range(start + 1, cfg.train.num_steps + 1):

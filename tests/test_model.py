@@ -115,15 +115,15 @@ def test_bfloat16_compute_stays_close_to_float32(mesh):
 
 
 # The encoder's contractions: projections, attention logits, attention output;
-# then a weight gradient's (operands swapped for the CPU kernels) and one
-# whose result is transposed.
+# then a weight gradient's (operands swapped for the CPU kernels), one whose
+# result is transposed, two contracted indices, and an outer product.
 _SPECS = ("ti,io->to", "bhqd,bhkd->bhqk", "bhqk,bhkd->bhqd", "to,ti->io",
-          "bqd,bkd->qbk")
+          "bqd,bkd->qbk", "tij,oji->ot", "ij,kl->ikjl")
 
 
 def _operands(spec, dtype):
   """Random operands and output cotangent of einsum `spec`."""
-  size = dict(t=6, i=5, o=4, b=2, h=3, q=4, k=5, d=6)
+  size = dict(t=6, i=5, o=4, b=2, h=3, q=4, k=5, d=6, j=3, l=2)
   keys = jax.random.split(jax.random.key(0), 3)
   names = spec.replace("->", ",").split(",")
   return [jax.random.normal(key, [size[c] for c in name]).astype(dtype)
@@ -179,10 +179,11 @@ def _mixed_precision_dots(jitted, *args) -> list[str]:
 def _assert_kernel_form(before: list[str], dot: str) -> None:
   """Asserts that StableHLO `dot` (after the lines `before`) multiplies
   [batch, m, k] by [batch, k, n], both laid out row-major."""
-  operands = re.search(r"dot_general (%\w+), (%\w+),", dot).groups()
+  operands = re.search(r"dot_general (%[\w#]+), (%[\w#]+),", dot).groups()
   for name in operands:  # Its nearest definition is in the dot's function.
-    definition = next(line for line in reversed(before)
-                      if line.strip().startswith(f"{name} = "))
+    definition = next((line for line in reversed(before)
+                       if line.strip().startswith(f"{name} = ")), None)
+    assert definition, f"{name} is no result of a layout constraint: {dot}"
     layout = re.search(r"@LayoutConstraint.*result_layouts = "
                        r"\[dense<\[([\d, ]*)\]>", definition)
     assert layout, definition
@@ -208,7 +209,7 @@ def test_einsum_keeps_its_form_where_the_cpu_kernels_do_not_need_another():
   lower = lambda a, b: jax.jit(functools.partial(
       encoder.einsum, "ti,io->to")).lower(a, b).as_text()
   assert "LayoutConstraint" in lower(a, b)  # One CPU device, bfloat16.
-  # float32 matmuls run on the same kernels in any form.
+  # In float32 the copies cost time and gain nothing.
   assert "LayoutConstraint" not in lower(*(x.astype(jnp.float32)
                                            for x in (a, b)))
   # Across devices a layout constraint would replicate sharded operands.
@@ -220,7 +221,9 @@ def test_einsum_keeps_its_form_where_the_cpu_kernels_do_not_need_another():
 @pytest.mark.parametrize("spec, match", [
     ("ti,io", "explicit two-operand spec"),  # No result.
     ("ti,io->t", "got 'ti,io->t'"),  # o summed within b.
-    ("tt,to->o", "each index of an operand once"),
+    ("tt,to->o", "each index of an operand or the result once"),
+    ("ti,io->tt", "each index of an operand or the result once"),
+    ("ti,io->tx", "result indices each appear in an operand"),
     ("ti,io,ox->tx", "two-operand"),
 ])
 def test_einsum_rejects_specs_it_cannot_differentiate(spec, match):

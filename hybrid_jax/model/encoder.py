@@ -152,28 +152,30 @@ def einsum(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
   `a` and `b` (the compute dtype) and sum in float32; callers cast the
   result. In bfloat16 that is mixed precision as accelerators run it, and
   what makes bfloat16 fast on CPUs with AVX-512 BF16: XLA:CPU runs bfloat16 x
-  bfloat16 -> float32 matmuls on those instructions when they come in the
-  form its kernels take (see `_kernel_form_matmul`), but a matmul with a
+  bfloat16 -> float32 matmuls on those instructions, but a matmul with a
   bfloat16 result, and autodiff's gradient matmuls (their cotangent is
-  float32), in float32. Reverse-mode differentiable only; `spec` is explicit
-  ("ab,bc->ac"), names each index of an operand once, every index of an
-  operand appears in the other operand or the result, and shapes do not
-  broadcast.
+  float32), in float32; and, without a multi-device mesh, each bfloat16
+  matmul comes in the form its kernels take (`_kernel_form_matmul`).
+  Reverse-mode differentiable only; `spec` is explicit ("ab,bc->ac"), names
+  each index of an operand or the result once, every index of an operand
+  appears in the other operand or the result, every index of the result in
+  an operand, and shapes do not broadcast.
   """
   _einsum_terms(spec)
   if a.dtype != b.dtype:
     raise ValueError(f"encoder.einsum operands differ in dtype: {a.dtype} and "
                      f"{b.dtype}; cast both to the compute dtype.")
-  if a.dtype != jnp.float32 and _on_one_cpu():
+  if a.dtype == jnp.bfloat16 and _cpu_without_mesh():
     return _kernel_form_matmul(spec, a, b)
   return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32)
 
 
-def _on_one_cpu() -> bool:
-  """Whether the computation being traced runs on one CPU device, where
-  `_kernel_form_matmul` pays: float32 matmuls run on the same kernels in any
-  form, other compilers choose their own layouts, and the SPMD partitioner
-  replicates the operands of a layout constraint."""
+def _cpu_without_mesh() -> bool:
+  """Whether the computation being traced compiles for the CPU with no
+  multi-device mesh set (callers trace sharded computations under
+  `sharding.use_mesh`): where `_kernel_form_matmul` pays. Other compilers
+  choose their own layouts, and the SPMD partitioner replicates the operand
+  of a layout constraint."""
   return (jax.sharding.get_abstract_mesh().size <= 1
           and jax.default_backend() == "cpu")
 
@@ -187,8 +189,10 @@ def _kernel_form_matmul(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
   the token axes of both operands) and matmuls of the head-major attention
   activations are such matmuls, so the operands are transposed into that
   form here and laid out row-major: copies, which cost far less than the
-  float32 matmuls they avoid. The operand whose free indices lead the result
-  goes first, so the result needs no transpose for the encoder's specs.
+  float32 matmuls they avoid (in float32, the copies cost time and gain
+  nothing, so float32 matmuls keep their form). The operand whose free
+  indices lead the result goes first, so the result needs no transpose for
+  the encoder's specs.
   """
   spec_a, spec_b, out = _einsum_terms(spec)
   free = [i for i in out if not (i in spec_a and i in spec_b)]
@@ -220,13 +224,15 @@ def _einsum_terms(spec: str) -> tuple[str, str, str]:
   """(a, b, result) index strings of `spec`, checked as `einsum` needs."""
   inputs, arrow, out = spec.replace(" ", "").partition("->")
   operands = inputs.split(",")
-  if not arrow or len(operands) != 2 or any(
-      set(term) - set(other + out) or len(set(term)) < len(term)
-      for term, other in (operands, operands[::-1])):
+  if (not arrow or len(operands) != 2 or set(out) - set("".join(operands))
+      or any(len(set(term)) < len(term) for term in operands + [out])
+      or any(set(term) - set(other + out)
+             for term, other in (operands, operands[::-1]))):
     raise ValueError(
         f"encoder.einsum needs an explicit two-operand spec that names each "
-        f"index of an operand once, and whose operand indices each appear in "
-        f"the other operand or the result, e.g. 'ti,io->to'; got {spec!r}.")
+        f"index of an operand or the result once, whose operand indices each "
+        f"appear in the other operand or the result, and whose result "
+        f"indices each appear in an operand, e.g. 'ti,io->to'; got {spec!r}.")
   return operands[0], operands[1], out
 
 
