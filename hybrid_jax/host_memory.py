@@ -50,6 +50,8 @@ ENV = "HYBRID_JAX_KEEP_FREED_MEMORY"
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 _M_ARENA_MAX = -8
+# XLA:CPU allocates its buffers aligned to 64 bytes (xla/backends/cpu).
+_XLA_ALIGNMENT = 64
 
 
 # glibc, once `keep_freed_memory` has applied its settings.
@@ -77,8 +79,8 @@ def keep_freed_memory() -> bool:
   # After mallopt: importing jax must not allocate from other arenas first.
   import jax  # pylint: disable=g-import-not-at-top
   jax.config.update("jax_cpu_enable_async_dispatch", False)
-  libc.malloc.restype = ctypes.c_void_p
-  libc.malloc.argtypes = [ctypes.c_size_t]
+  libc.posix_memalign.argtypes = [ctypes.POINTER(ctypes.c_void_p),
+                                  ctypes.c_size_t, ctypes.c_size_t]
   libc.free.argtypes = [ctypes.c_void_p]
   libc.sbrk.restype = ctypes.c_void_p
   libc.sbrk.argtypes = [ctypes.c_ssize_t]
@@ -93,16 +95,19 @@ def make_room(nbytes: int) -> bool:
 
   malloc would extend the heap for the block and keep the freed blocks,
   too small for it, resident beside it. Whether the block fits is probed
-  by allocating and freeing it (malloc does not touch its pages unless
-  MALLOC_PERTURB_ is set) and watching the heap's end. The free top of the
-  heap is kept up to `nbytes`: the block will take it. Another thread
-  allocating meanwhile can mislead the probe (rarely; it costs a trim or a
-  growth). Does nothing unless `keep_freed_memory` applied.
+  by allocating and freeing it as XLA:CPU allocates it, aligned to 64 bytes
+  (a hole that holds `nbytes` may not hold them aligned; malloc does not
+  touch the pages unless MALLOC_PERTURB_ is set), and watching the heap's
+  end. The free top of the heap is kept up to `nbytes`: the block will take
+  it. Another thread allocating meanwhile can mislead the probe (rarely; it
+  costs a trim or a growth). Does nothing unless `keep_freed_memory`
+  applied.
   """
   if _libc is None or nbytes <= 0:
     return False
-  end = _libc.sbrk(0)
-  _libc.free(_libc.malloc(nbytes))
+  end, block = _libc.sbrk(0), ctypes.c_void_p()
+  if _libc.posix_memalign(ctypes.byref(block), _XLA_ALIGNMENT, nbytes) == 0:
+    _libc.free(block)
   if _libc.sbrk(0) == end:
     return False
   _libc.malloc_trim(nbytes)

@@ -103,9 +103,9 @@ def test_switched_off_a_step_returns_before_it_has_run():
   assert steps["ready"] == [False] * 4, steps
 
 
-# Leaves a freed, touched 64 MiB block in one of three states (CASE), asks
-# `make_room` for 64 MiB (32 MiB when "whole"), and prints as JSON its answer
-# and resident memory (MiB) before and after.
+# Leaves a freed, touched block of 64 MiB (malloc's request) in one of four
+# states (CASE), asks `make_room` for 64 MiB (32 MiB when "whole"), and
+# prints as JSON its answer and resident memory (MiB) before and after.
 _MAKE_ROOM = r"""
 import ctypes
 import ctypes.util
@@ -160,6 +160,14 @@ def test_make_room_gives_back_a_hole_too_small_for_the_next_block():
   room = _make_room("split")
   assert room["answer"], room
   assert room["after"] < room["before"] - 56, room  # 63 MiB went back.
+
+
+@glibc_only
+def test_make_room_gives_back_a_hole_too_small_for_xla_s_aligned_block():
+  # The hole holds malloc's 64 MiB, not XLA:CPU's 64 MiB aligned to 64 bytes.
+  room = _make_room("exact")
+  assert room["answer"], room
+  assert room["after"] < room["before"] - 56, room
 
 
 @glibc_only
