@@ -50,8 +50,11 @@ ENV = "HYBRID_JAX_KEEP_FREED_MEMORY"
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 _M_ARENA_MAX = -8
-# XLA:CPU allocates its buffers aligned to 64 bytes (xla/backends/cpu).
-_XLA_ALIGNMENT = 64
+# XLA:CPU allocates a computation's buffers with posix_memalign, aligned to
+# cpu::MinAlign() (EIGEN_MAX_ALIGN_BYTES, 64; xla/pjrt/cpu/cpu_device_memory.cc),
+# and glibc serves that from a free chunk only if it holds 112 bytes more
+# than the size (_int_memalign asks for size + alignment + MINSIZE, rounded).
+_ALIGNED_EXTRA = 112
 
 
 # glibc, once `keep_freed_memory` has applied its settings.
@@ -79,8 +82,8 @@ def keep_freed_memory() -> bool:
   # After mallopt: importing jax must not allocate from other arenas first.
   import jax  # pylint: disable=g-import-not-at-top
   jax.config.update("jax_cpu_enable_async_dispatch", False)
-  libc.posix_memalign.argtypes = [ctypes.POINTER(ctypes.c_void_p),
-                                  ctypes.c_size_t, ctypes.c_size_t]
+  libc.malloc.restype = ctypes.c_void_p
+  libc.malloc.argtypes = [ctypes.c_size_t]
   libc.free.argtypes = [ctypes.c_void_p]
   libc.sbrk.restype = ctypes.c_void_p
   libc.sbrk.argtypes = [ctypes.c_ssize_t]
@@ -90,25 +93,27 @@ def keep_freed_memory() -> bool:
 
 
 def make_room(nbytes: int) -> bool:
-  """Before a block of `nbytes` is allocated: if no freed block of the heap
-  holds it, gives the freed pages back to the kernel; True if it did.
+  """Before XLA:CPU allocates a block of `nbytes`: if no freed block of the
+  heap holds it, gives the freed pages back to the kernel; True if it did.
 
   malloc would extend the heap for the block and keep the freed blocks,
   too small for it, resident beside it. Whether the block fits is probed
-  by allocating and freeing it as XLA:CPU allocates it, aligned to 64 bytes
-  (a hole that holds `nbytes` may not hold them aligned; malloc does not
-  touch the pages unless MALLOC_PERTURB_ is set), and watching the heap's
-  end. The free top of the heap is kept up to `nbytes`: the block will take
-  it. Another thread allocating meanwhile can mislead the probe (rarely; it
-  costs a trim or a growth). Does nothing unless `keep_freed_memory`
-  applied.
+  by allocating and freeing as much as XLA's aligned request needs (the
+  size and `_ALIGNED_EXTRA`: a hole of exactly the size, such as the one a
+  freed block leaves when something was allocated right above it, does not
+  hold the aligned request), with a plain malloc, which splits nothing off
+  (glibc before 2.39 keeps the pieces an aligned allocation splits off in
+  its per-thread cache, where they cap the hole), and watching the heap's
+  end. malloc does not touch the pages unless MALLOC_PERTURB_ is set. The
+  free top of the heap is kept for the block, which will take it. Another
+  thread allocating meanwhile can mislead the probe (rarely; it costs a
+  trim or a growth). Does nothing unless `keep_freed_memory` applied.
   """
   if _libc is None or nbytes <= 0:
     return False
-  end, block = _libc.sbrk(0), ctypes.c_void_p()
-  if _libc.posix_memalign(ctypes.byref(block), _XLA_ALIGNMENT, nbytes) == 0:
-    _libc.free(block)
+  end = _libc.sbrk(0)
+  _libc.free(_libc.malloc(nbytes + _ALIGNED_EXTRA))
   if _libc.sbrk(0) == end:
     return False
-  _libc.malloc_trim(nbytes)
+  _libc.malloc_trim(nbytes + _ALIGNED_EXTRA)
   return True
