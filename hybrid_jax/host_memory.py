@@ -51,9 +51,10 @@ _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 _M_ARENA_MAX = -8
 # XLA:CPU allocates a computation's buffers with posix_memalign, aligned to
-# cpu::MinAlign() (EIGEN_MAX_ALIGN_BYTES, 64; xla/pjrt/cpu/cpu_device_memory.cc),
-# and glibc serves that from a free chunk only if it holds 112 bytes more
-# than the size (_int_memalign asks for size + alignment + MINSIZE, rounded).
+# cpu::MinAlign() (EIGEN_MAX_ALIGN_BYTES, 64; see
+# xla/pjrt/cpu/cpu_device_memory.cc), and glibc serves that from a free
+# chunk only if it holds 112 bytes more than the size (_int_memalign asks
+# for size + alignment + MINSIZE, rounded).
 _ALIGNED_EXTRA = 112
 
 
