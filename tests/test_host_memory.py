@@ -44,7 +44,7 @@ step = step.lower(w, x).compile()  # As the training loop runs it.
 temp = train.host_temporaries(step)
 w = step(w, x).block_until_ready()  # The first call.
 ready, in_use, room = [], [], []
-for _ in range(4):
+for _ in range(12):
   before = libc.mallinfo2()
   w = step(w, x)
   after = libc.mallinfo2()
@@ -88,14 +88,15 @@ def test_freed_memory_is_kept_unless_switched_off():
 def test_a_step_has_run_and_freed_its_temporaries_when_it_returns():
   steps = json.loads(_run(_STEPS, "1"))
   assert steps["temp"] > 40 * 2**20, steps
-  assert steps["ready"] == [True] * 4, steps
-  # Freed, so the next step can reuse them: the block that XLA freed holds
-  # the compiled temporaries' size, so make_room keeps it. (A hole capped
-  # during a step, by another thread's allocation or by the piece glibc
-  # splits off an aligned block, is given back once; seen next to a busy
-  # process.)
+  assert steps["ready"] == [True] * 12, steps
+  # Freed, so the next step can reuse them: once settled, the block that XLA
+  # freed holds the compiled temporaries' size, so make_room keeps it. The
+  # first steps' holes may be capped by the piece glibc splits off each
+  # aligned block and keeps in its per-thread cache, until that cache is
+  # full (7 pieces of a size); make_room gives those holes back (seen in
+  # CI: every one of the first 5 steps).
   assert all(abs(n) < steps["temp"] / 4 for n in steps["in_use"]), steps
-  assert sum(steps["room"]) <= 1, steps
+  assert steps["room"][-4:] == [False] * 4, steps
 
 
 @mallinfo2
@@ -103,7 +104,7 @@ def test_switched_off_a_step_returns_before_it_has_run():
   # JAX's asynchronous CPU dispatch, which lets a loop dispatch the next
   # step before the previous one has freed its temporaries.
   steps = json.loads(_run(_STEPS, "0"))
-  assert steps["ready"] == [False] * 4, steps
+  assert steps["ready"] == [False] * 12, steps
 
 
 # Leaves a freed, touched block of 64 MiB (malloc's request) in one of four
