@@ -22,14 +22,16 @@ the call returns once its temporaries are freed. hybrid_jax's loops
 before the next call. Computations spread over several CPU devices (fake
 devices in tests) stay asynchronous.
 
-Reuse also needs the hole the block left to stay whole. Whatever takes part
-of it and still holds it at the next step (a background checkpoint save's
-copy of the state did, so the CPU presets save synchronously) makes the
-heap grow for the next block, and the rest of the hole, too small now,
-would stay resident beside it. The training loop therefore calls
-`make_room` before each step: if no freed block holds the step's
-temporaries, it first gives the freed pages back to the kernel, so the
-growth adds no resident memory (the step then faults its block in once).
+Reuse also needs the next block to go where the last one was. Whatever
+takes part of that hole and still holds it at the next step (a background
+checkpoint save's copy of the state did, so the CPU presets save
+synchronously) makes the heap grow for the next block, and the rest of the
+hole, too small now, would stay resident beside it; and where several
+holes hold the block, malloc takes the smallest, resident or not. The
+training loop therefore runs each step in `room_for`, which steers the
+block into the most resident hole that holds it and gives the other freed
+memory back to the kernel, so at most one block's worth of freed memory
+stays resident (a block that moves to a fresh hole faults it in once).
 
 The malloc settings only apply to threads that have not allocated yet, and
 the dispatch setting to a CPU backend not yet created (JAX ignores it
@@ -39,10 +41,12 @@ none of this applies, resident memory shrinks after the step, and the step
 is slower.
 """
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
 import platform
+from typing import Iterator
 
 ENV = "HYBRID_JAX_KEEP_FREED_MEMORY"
 
@@ -56,10 +60,24 @@ _M_ARENA_MAX = -8
 # chunk only if it holds 112 bytes more than the size (_int_memalign asks
 # for size + alignment + MINSIZE, rounded).
 _ALIGNED_EXTRA = 112
+_MADV_DONTNEED = 4
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+# mincore sets the low bit of a page's byte if the page is resident.
+_LOW_BIT = bytes(value & 1 for value in range(256))
+
+
+class _MallInfo2(ctypes.Structure):
+  _fields_ = [(name, ctypes.c_size_t) for name in (
+      "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks "
+      "keepcost").split()]
 
 
 # glibc, once `keep_freed_memory` has applied its settings.
 _libc: ctypes.CDLL | None = None
+# Resident bytes expected once the last `room_for` body has run.
+_settled = 0
+# /proc/self/statm, open once `keep_freed_memory` has applied.
+_statm = -1
 
 
 def keep_freed_memory() -> bool:
@@ -68,16 +86,17 @@ def keep_freed_memory() -> bool:
   No large block is mmapped (M_MMAP_MAX 0), the heap is never trimmed
   (M_TRIM_THRESHOLD -1, i.e. SIZE_MAX) and all threads share the main
   arena, the one that can grow that large (M_ARENA_MAX 1). Resident memory
-  then stays at its peak (unless `make_room` gives pages back). Then CPU
+  then stays at its peak (unless `room_for` gives pages back). Then CPU
   dispatch is made synchronous, so a step frees its temporaries before the
-  next one allocates. Does nothing off glibc (macOS, musl), with
-  $HYBRID_JAX_KEEP_FREED_MEMORY=0, or where mallopt refuses a setting.
+  next one allocates. Does nothing off glibc 2.33 or later (macOS, musl),
+  with $HYBRID_JAX_KEEP_FREED_MEMORY=0, or where mallopt refuses a
+  setting.
   """
-  global _libc
+  global _libc, _statm
   if platform.libc_ver()[0] != "glibc" or os.environ.get(ENV) == "0":
     return False
-  libc = ctypes.CDLL(ctypes.util.find_library("c"))
-  if not all(libc.mallopt(parameter, value) == 1 for parameter, value in (
+  libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+  if not hasattr(libc, "mallinfo2") or not all(libc.mallopt(parameter, value) == 1 for parameter, value in (
       (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1), (_M_ARENA_MAX, 1))):
     return False
   # After mallopt: importing jax must not allocate from other arenas first.
@@ -89,32 +108,104 @@ def keep_freed_memory() -> bool:
   libc.sbrk.restype = ctypes.c_void_p
   libc.sbrk.argtypes = [ctypes.c_ssize_t]
   libc.malloc_trim.argtypes = [ctypes.c_size_t]
+  libc.mallinfo2.restype = _MallInfo2
+  libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+  libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t,
+                           ctypes.POINTER(ctypes.c_ubyte)]
   _libc = libc
+  _statm = os.open("/proc/self/statm", os.O_RDONLY)
   return True
 
 
-def make_room(nbytes: int) -> bool:
-  """Before XLA:CPU allocates a block of `nbytes`: if no freed block of the
-  heap holds it, gives the freed pages back to the kernel; True if it did.
+@contextlib.contextmanager
+def room_for(nbytes: int) -> Iterator[int]:
+  """Runs the body (an XLA:CPU computation whose temporaries are one block
+  of `nbytes`) so that the block takes the most resident freed hole that
+  holds it, and gives the other freed holes back; yields the resident
+  bytes given back.
 
-  malloc would extend the heap for the block and keep the freed blocks,
-  too small for it, resident beside it. Whether the block fits is probed
-  by allocating and freeing as much as XLA's aligned request needs (the
-  size and `_ALIGNED_EXTRA`: a hole of exactly the size, such as the one a
-  freed block leaves when something was allocated right above it, does not
-  hold the aligned request), with a plain malloc, which splits nothing off
-  (glibc before 2.39 keeps the pieces an aligned allocation splits off in
-  its per-thread cache, where they cap the hole), and watching the heap's
-  end. malloc does not touch the pages unless MALLOC_PERTURB_ is set. The
-  free top of the heap is kept for the block, which will take it. Another
-  thread allocating meanwhile can mislead the probe (rarely; it costs a
-  trim or a growth). Does nothing unless `keep_freed_memory` applied.
+  malloc puts the block in the smallest hole that holds it, resident or
+  not (its pages were given back), or extends the heap; the resident holes
+  it passes over stay resident beside it, a block each. So every freed
+  hole that holds the block (what XLA's aligned request needs: the size
+  and `_ALIGNED_EXTRA`) is held, then as much of the heap's top (extended
+  if need be); the most resident of them is freed for the block; the
+  pages of the others go back to the kernel, and they are freed once the
+  body has run. If the block will fault in more than an eighth of itself
+  (a hole left capped, too small now, may be resident), or resident memory
+  grew by more than that since the last call (memory other work touched and
+  freed; live memory is not given back), every other freed page of the
+  heap goes back too (`malloc_trim`). Only then: trimming merges the heap's
+  small free chunks, small allocations then come from right above the
+  block, and a block capped so (its hole then holds the size but not the
+  aligned request) moves to a fresh hole at the next step.
+
+  Holes are taken with a plain malloc (an aligned one would split off
+  pieces that glibc before 2.39 keeps in its per-thread cache, where they
+  cap the hole), which does not touch the pages unless MALLOC_PERTURB_ is
+  set. An allocation in the body before the block's can still take part
+  of the hole, and another thread's can mislead the count. Does nothing
+  unless `keep_freed_memory` applied.
   """
+  global _settled
   if _libc is None or nbytes <= 0:
-    return False
-  end = _libc.sbrk(0)
-  _libc.free(_libc.malloc(nbytes + _ALIGNED_EXTRA))
-  if _libc.sbrk(0) == end:
-    return False
-  _libc.malloc_trim(nbytes + _ALIGNED_EXTRA)
-  return True
+    yield 0
+    return
+  before = _resident_bytes()
+  size = nbytes + _ALIGNED_EXTRA
+  fitting = _hold_holes(size)
+  resident = [_resident_in(hole, size) for hole in fitting]
+  home = fitting.pop(resident.index(max(resident)))
+  # Then the holes of a block capped right above it, too small now.
+  *capped, top = _hold_holes(nbytes)
+  _libc.free(top)
+  held = fitting + capped
+  for hole in held:
+    _libc.madvise(*_whole_pages(hole, nbytes), _MADV_DONTNEED)
+  if ((max(resident) < nbytes - nbytes // 8 and not capped)
+      or before > _settled + nbytes // 8):
+    _libc.malloc_trim(0)
+  after = _resident_bytes()
+  _settled = after + nbytes - max(resident)  # Once the block is faulted in.
+  _libc.free(home)
+  try:
+    yield max(0, before - after)
+  finally:
+    for hole in held:
+      _libc.free(hole)
+
+
+def _hold_holes(size: int) -> list[int]:
+  """Allocates every free chunk of the heap that holds `size` bytes, then
+  `size` bytes of its top (extending it if needed); their addresses."""
+  holes = []
+  while True:
+    top = _libc.sbrk(0) - _libc.mallinfo2().keepcost
+    hole = _libc.malloc(size)
+    if hole is None:
+      raise MemoryError(f"malloc({size}) failed: out of memory")
+    holes.append(hole)
+    if hole >= top:
+      return holes
+
+
+def _whole_pages(address: int, size: int) -> tuple[ctypes.c_void_p, int]:
+  """The start and length of the pages that lie wholly in the range."""
+  start = -(-address // _PAGE) * _PAGE
+  return ctypes.c_void_p(start), max(0, (address + size) // _PAGE * _PAGE
+                                     - start)
+
+
+def _resident_in(address: int, size: int) -> int:
+  """Resident bytes of the whole pages of an allocated range (mincore)."""
+  start, length = _whole_pages(address, size)
+  pages = (ctypes.c_ubyte * (length // _PAGE))()
+  if length and _libc.mincore(start, length, pages):
+    raise OSError(ctypes.get_errno(), "mincore failed")
+  return bytes(pages).translate(_LOW_BIT).count(1) * _PAGE
+
+
+def _resident_bytes() -> int:
+  """The process's resident memory, read without malloc (small Python
+  objects come from Python's own arenas) lest it take part of a hole."""
+  return int(os.pread(_statm, 128, 0).split()[1]) * _PAGE

@@ -253,9 +253,11 @@ def _train(cfg: config_lib.ExperimentConfig, directory: epath.Path,
         if compiled is None:
           compiled = step_fn.lower(state, batch).compile()
           temporaries = host_temporaries(compiled)
-        if host_memory.make_room(temporaries):
-          logging.info("Step %d: freed host memory given back first.", step)
-        state, step_metrics = compiled(state, batch)
+        with host_memory.room_for(temporaries) as given_back:
+          state, step_metrics = compiled(state, batch)
+        if given_back:
+          logging.info("Step %d: %.1f MiB of freed host memory given back.",
+                       step, given_back / 2**20)
         scalars = {k: float(v)
                    for k, v in jax.device_get(step_metrics).items()}
         _check_finite(step, scalars, checkpoints)
