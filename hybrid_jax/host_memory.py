@@ -29,9 +29,10 @@ synchronously) makes the heap grow for the next block, and the rest of the
 hole, too small now, would stay resident beside it; and where several
 holes hold the block, malloc takes the smallest, resident or not. The
 training loop therefore runs each step in `room_for`, which steers the
-block into the most resident hole that holds it and gives the other freed
-memory back to the kernel, so at most one block's worth of freed memory
-stays resident (a block that moves to a fresh hole faults it in once).
+block into the most resident hole that holds it and gives the other large
+holes back to the kernel (and, when memory grew, all freed memory), so
+freed blocks do not pile up resident (a block that moves to a fresh hole
+faults it in).
 
 The malloc settings only apply to threads that have not allocated yet, and
 the dispatch setting to a CPU backend not yet created (JAX ignores it
@@ -74,7 +75,8 @@ class _MallInfo2(ctypes.Structure):
 
 # glibc, once `keep_freed_memory` has applied its settings.
 _libc: ctypes.CDLL | None = None
-# Resident bytes expected once the last `room_for` body has run.
+# Resident bytes expected once the last `room_for` body has run (at first,
+# when `keep_freed_memory` applied).
 _settled = 0
 # /proc/self/statm, open once `keep_freed_memory` has applied.
 _statm = -1
@@ -88,11 +90,11 @@ def keep_freed_memory() -> bool:
   arena, the one that can grow that large (M_ARENA_MAX 1). Resident memory
   then stays at its peak (unless `room_for` gives pages back). Then CPU
   dispatch is made synchronous, so a step frees its temporaries before the
-  next one allocates. Does nothing off glibc 2.33 or later (macOS, musl),
-  with $HYBRID_JAX_KEEP_FREED_MEMORY=0, or where mallopt refuses a
-  setting.
+  next one allocates. Does nothing without glibc 2.33 or later (macOS,
+  musl, older glibc), with $HYBRID_JAX_KEEP_FREED_MEMORY=0, or where
+  mallopt refuses a setting.
   """
-  global _libc, _statm
+  global _libc, _statm, _settled
   if platform.libc_ver()[0] != "glibc" or os.environ.get(ENV) == "0":
     return False
   libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
@@ -113,7 +115,9 @@ def keep_freed_memory() -> bool:
   libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t,
                            ctypes.POINTER(ctypes.c_ubyte)]
   _libc = libc
-  _statm = os.open("/proc/self/statm", os.O_RDONLY)
+  if _statm < 0:
+    _statm = os.open("/proc/self/statm", os.O_RDONLY)
+  _settled = _resident_bytes()
   return True
 
 
@@ -124,21 +128,24 @@ def room_for(nbytes: int) -> Iterator[int]:
   holds it, and gives the other freed holes back; yields the resident
   bytes given back.
 
-  malloc puts the block in the smallest hole that holds it, resident or
-  not (its pages were given back), or extends the heap; the resident holes
-  it passes over stay resident beside it, a block each. So every freed
-  hole that holds the block (what XLA's aligned request needs: the size
-  and `_ALIGNED_EXTRA`) is held, then as much of the heap's top (extended
-  if need be); the most resident of them is freed for the block; the
-  pages of the others go back to the kernel, and they are freed once the
-  body has run. If the block will fault in more than an eighth of itself
-  (a hole left capped, too small now, may be resident), or resident memory
-  grew by more than that since the last call (memory other work touched and
-  freed; live memory is not given back), every other freed page of the
-  heap goes back too (`malloc_trim`). Only then: trimming merges the heap's
-  small free chunks, small allocations then come from right above the
-  block, and a block capped so (its hole then holds the size but not the
-  aligned request) moves to a fresh hole at the next step.
+  malloc puts the block in the smallest hole that holds it, resident or not
+  (its pages were given back), or extends the heap; the resident holes it
+  passes over stay resident beside it, a block each. So every freed hole
+  that holds the block (what XLA's aligned request needs: the size and
+  `_ALIGNED_EXTRA`) is held, then as much of the heap's top (extended if
+  need be); the most resident of them is freed for the block; the pages of
+  the others, and of every hole that holds the size but not the aligned
+  request (the hole of a block capped right above it), go back to the
+  kernel, and the holes stay held until the body has run (the top is freed
+  first: malloc takes it only if no freed chunk holds the block). If the
+  block will fault in more than an eighth of itself and no such hole was
+  found (a hole cut short, too small now, may be resident), or resident
+  memory grew by more than an eighth of the block since the last call (the
+  first: since `keep_freed_memory`; memory other work touched and freed,
+  though live memory is not given back), every other freed page of the heap
+  goes back too (`malloc_trim`). Only then: trimming merges the heap's small
+  free chunks, small allocations then come from right above the block, and a
+  block capped so moves to a fresh hole at the next step.
 
   Holes are taken with a plain malloc (an aligned one would split off
   pieces that glibc before 2.39 keeps in its per-thread cache, where they
@@ -153,38 +160,47 @@ def room_for(nbytes: int) -> Iterator[int]:
     return
   before = _resident_bytes()
   size = nbytes + _ALIGNED_EXTRA
-  fitting = _hold_holes(size)
-  resident = [_resident_in(hole, size) for hole in fitting]
-  home = fitting.pop(resident.index(max(resident)))
-  # Then the holes of a block capped right above it, too small now.
-  *capped, top = _hold_holes(nbytes)
-  _libc.free(top)
-  held = fitting + capped
-  for hole in held:
-    _libc.madvise(*_whole_pages(hole, nbytes), _MADV_DONTNEED)
-  if ((max(resident) < nbytes - nbytes // 8 and not capped)
-      or before > _settled + nbytes // 8):
-    _libc.malloc_trim(0)
-  after = _resident_bytes()
-  _settled = after + nbytes - max(resident)  # Once the block is faulted in.
-  _libc.free(home)
+  held = []  # Freed once the body has run, or on an error.
   try:
+    fitting = _hold_holes(size, held)  # The last one is the top's.
+    resident = [_resident_in(hole, size) for hole in fitting]
+    home = fitting[resident.index(max(resident))]
+    # Then the holes of a block capped right above it, too small now.
+    capped = _hold_holes(nbytes, held)
+    for hole in held:
+      if hole != home:
+        _libc.madvise(*_whole_pages(hole, nbytes), _MADV_DONTNEED)
+    if ((max(resident) < nbytes - nbytes // 8 and len(capped) == 1)
+        or before > _settled + nbytes // 8):
+      _libc.malloc_trim(0)
+    after = _resident_bytes()
+    _settled = after + nbytes - max(resident)  # Once the block is in.
+    # Freed now: the block's home, and the top's slices (malloc takes the
+    # top only if no freed chunk holds the block; held, the top would push
+    # what the body allocates above them).
+    for hole in dict.fromkeys((home, fitting[-1], capped[-1])):
+      held.remove(hole)
+      _libc.free(hole)
     yield max(0, before - after)
   finally:
     for hole in held:
       _libc.free(hole)
 
 
-def _hold_holes(size: int) -> list[int]:
-  """Allocates every free chunk of the heap that holds `size` bytes, then
-  `size` bytes of its top (extending it if needed); their addresses."""
+def _hold_holes(size: int, held: list[int]) -> list[int]:
+  """Allocates `size` bytes of every free chunk of the heap that holds
+  them, then of its top (extending it if need be); their addresses, the
+  top's last, also appended to `held`. (If the first malloc merges small
+  free chunks into the top, the top's start moves down and one more slice
+  of the top is taken: no harm.)"""
   holes = []
   while True:
     top = _libc.sbrk(0) - _libc.mallinfo2().keepcost
     hole = _libc.malloc(size)
     if hole is None:
-      raise MemoryError(f"malloc({size}) failed: out of memory")
+      raise MemoryError(f"malloc({size}) failed: out of host memory")
     holes.append(hole)
+    held.append(hole)
     if hole >= top:
       return holes
 

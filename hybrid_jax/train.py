@@ -156,9 +156,13 @@ def global_batch(local: dict[str, np.ndarray],
 
 
 def host_temporaries(compiled: jax.stages.Compiled) -> int:
-  """Bytes of host memory the temporaries of `compiled` take: its temporary
-  allocation on the CPU, 0 elsewhere (they are device memory)."""
-  if jax.default_backend() != "cpu":
+  """Bytes of host memory the temporaries of `compiled` take, as one block
+  `host_memory.room_for` can place: its temporary allocation on one CPU
+  device; 0 elsewhere (device memory) and over several CPU devices
+  (dispatched asynchronously, a block each)."""
+  devices = set().union(*(leaf.device_set for leaf in jax.tree.leaves(
+      compiled.input_shardings)))
+  if jax.default_backend() != "cpu" or len(devices) > 1:
     return 0
   analysis = compiled.memory_analysis()
   return analysis.temp_size_in_bytes if analysis else 0
