@@ -98,8 +98,9 @@ def keep_freed_memory() -> bool:
   if platform.libc_ver()[0] != "glibc" or os.environ.get(ENV) == "0":
     return False
   libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-  if not hasattr(libc, "mallinfo2") or not all(libc.mallopt(parameter, value) == 1 for parameter, value in (
-      (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1), (_M_ARENA_MAX, 1))):
+  if not hasattr(libc, "mallinfo2") or not all(
+      libc.mallopt(parameter, value) == 1 for parameter, value in (
+          (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1), (_M_ARENA_MAX, 1))):
     return False
   # After mallopt: importing jax must not allocate from other arenas first.
   import jax  # pylint: disable=g-import-not-at-top
@@ -164,17 +165,18 @@ def room_for(nbytes: int) -> Iterator[int]:
   try:
     fitting = _hold_holes(size, held)  # The last one is the top's.
     resident = [_resident_in(hole, size) for hole in fitting]
-    home = fitting[resident.index(max(resident))]
+    home_resident = max(resident)
+    home = fitting[resident.index(home_resident)]
     # Then the holes of a block capped right above it, too small now.
     capped = _hold_holes(nbytes, held)
     for hole in held:
       if hole != home:
         _libc.madvise(*_whole_pages(hole, nbytes), _MADV_DONTNEED)
-    if ((max(resident) < nbytes - nbytes // 8 and len(capped) == 1)
+    if ((home_resident < nbytes - nbytes // 8 and len(capped) == 1)
         or before > _settled + nbytes // 8):
       _libc.malloc_trim(0)
     after = _resident_bytes()
-    _settled = after + nbytes - max(resident)  # Once the block is in.
+    _settled = after + nbytes - home_resident  # Once the block is in.
     # Freed now: the block's home, and the top's slices (malloc takes the
     # top only if no freed chunk holds the block; held, the top would push
     # what the body allocates above them).

@@ -13,6 +13,19 @@ import pytest
 
 from hybrid_jax import train
 
+# Resident memory, read without malloc (see host_memory._resident_bytes),
+# for the programs below.
+_RESIDENT = r"""
+import os
+
+MIB = 2**20
+STATM = os.open("/proc/self/statm", os.O_RDONLY)
+
+def resident_mib():
+  pages = int(os.pread(STATM, 128, 0).split()[1])
+  return pages * os.sysconf("SC_PAGE_SIZE") / MIB
+"""
+
 # Steps a jitted function with 64 MiB of temporaries, as a training loop does,
 # each in `room_for`, and prints as JSON the temporaries' size and, for each
 # step, whether its result was ready when the call returned, the change
@@ -22,7 +35,6 @@ _STEPS = r"""
 import ctypes
 import ctypes.util
 import json
-import os
 
 import jax
 import jax.numpy as jnp
@@ -36,10 +48,6 @@ class MallInfo2(ctypes.Structure):
 
 libc = ctypes.CDLL(ctypes.util.find_library("c"))
 libc.mallinfo2.restype = MallInfo2
-
-def resident_bytes():
-  with open("/proc/self/statm") as statm:
-    return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 def step(w, x):
   first = jnp.tanh(w @ w)
@@ -63,7 +71,7 @@ for _ in range(12):
                 - (before.uordblks + before.hblkhd))
   w.block_until_ready()
   room.append(given_back)
-  resident.append(resident_bytes())
+  resident.append(resident_mib() * MIB)
 print(json.dumps({"temp": temp, "ready": ready, "in_use": in_use,
                   "room": room, "resident": resident}))
 """
@@ -95,7 +103,7 @@ def test_freed_memory_is_kept_unless_switched_off():
 
 @glibc_2_33
 def test_a_step_has_run_and_freed_its_temporaries_when_it_returns():
-  steps = json.loads(_run(_STEPS, "1"))
+  steps = json.loads(_run(_RESIDENT + _STEPS, "1"))
   assert steps["temp"] > 40 * 2**20, steps
   assert steps["ready"] == [True] * 12, steps
   # Freed, so the next step can reuse them; whether it does depends on what
@@ -114,7 +122,7 @@ def test_a_step_has_run_and_freed_its_temporaries_when_it_returns():
 def test_switched_off_a_step_returns_before_it_has_run():
   # JAX's asynchronous CPU dispatch, which lets a loop dispatch the next
   # step before the previous one has freed its temporaries.
-  steps = json.loads(_run(_STEPS, "0"))
+  steps = json.loads(_run(_RESIDENT + _STEPS, "0"))
   assert steps["ready"] == [False] * 12, steps
 
 
@@ -127,7 +135,6 @@ _ROOM_FOR = r"""
 import ctypes
 import ctypes.util
 import json
-import os
 
 from hybrid_jax import host_memory
 
@@ -135,13 +142,6 @@ libc = ctypes.CDLL(ctypes.util.find_library("c"))
 libc.malloc.restype = ctypes.c_void_p
 libc.malloc.argtypes = [ctypes.c_size_t]
 libc.free.argtypes = [ctypes.c_void_p]
-MIB = 2**20
-
-STATM = os.open("/proc/self/statm", os.O_RDONLY)
-
-def resident_mib():  # Without malloc (see host_memory._resident_bytes).
-  pages = int(os.pread(STATM, 128, 0).split()[1])
-  return pages * os.sysconf("SC_PAGE_SIZE") / MIB
 
 block = libc.malloc(64 * MIB)
 ctypes.memset(block, 1, 64 * MIB)  # Resident.
@@ -180,7 +180,7 @@ print(json.dumps({"answer": given_back / MIB, "before": before,
 
 def _room_for(case: str, keep_freed_memory: str = "1") -> dict:
   """`_ROOM_FOR`'s figures for `case`."""
-  return json.loads(_run(f"CASE = {case!r}\n" + _ROOM_FOR,
+  return json.loads(_run(f"CASE = {case!r}\n" + _RESIDENT + _ROOM_FOR,
                          keep_freed_memory))
 
 
