@@ -20,6 +20,7 @@ from hybrid_jax import run_directory
 from hybrid_jax import sharding
 from hybrid_jax import train
 from hybrid_jax import train_state as train_state_lib
+from hybrid_jax import training_step
 
 
 def _smoke(**overrides) -> config_lib.ExperimentConfig:
@@ -131,7 +132,7 @@ def test_gradients_against_finite_differences(tiny_batch):
                train__symmetric=True)
   mesh = sharding.make_mesh(devices=jax.devices()[:1])
   loaded, _, state = _setup(mesh, cfg)
-  loss_fn = jax.jit(lambda params: train.compute_loss(
+  loss_fn = jax.jit(lambda params: training_step.compute_loss(
       params, state.frozen, tiny_batch, graphdef=loaded.graphdef,
       cfg=cfg.train, dropout_key=None)[0])
   with sharding.use_mesh(mesh):
@@ -156,7 +157,7 @@ def _loss_and_grads(mesh_config, devices, batch):
   loaded, _, state = _setup(mesh, cfg)
   inputs = train.batch_shardings(cfg.data, mesh)
   loss_fn = functools.partial(
-      train.compute_loss, frozen=state.frozen, graphdef=loaded.graphdef,
+      training_step.compute_loss, frozen=state.frozen, graphdef=loaded.graphdef,
       cfg=cfg.train, dropout_key=jax.random.PRNGKey(7))
   with sharding.use_mesh(mesh):
     (loss, stats), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(
@@ -340,14 +341,14 @@ def test_truncated_checkpoint_is_reported_and_kept(tmp_path, monkeypatch):
 
 def test_divergence_stops_the_run_before_saving(tmp_path, monkeypatch):
   cfg = _smoke(train__num_steps=4)
-  step = train.train_step
+  step = training_step.train_step
 
   def nan_from_step_3(state, batch, **kwargs):
     new_state, metrics = step(state, batch, **kwargs)
     bad = jnp.where(state.step >= 2, jnp.nan, 0.0)
     return new_state, {**metrics, "loss": metrics["loss"] + bad}
 
-  monkeypatch.setattr(train, "train_step", nan_from_step_3)
+  monkeypatch.setattr(training_step, "train_step", nan_from_step_3)
   with pytest.raises(FloatingPointError, match="diverged at step 3.*"
                      r"\(latest: 2\) are kept"):
     train.run(cfg, tmp_path)

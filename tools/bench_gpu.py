@@ -1,18 +1,22 @@
 r"""Accelerator benchmark: training step MFU and encoding throughput.
 
-  python tools/bench_gpu.py                       # XLM-R base, bfloat16
+  XLA_FLAGS=--xla_gpu_enable_triton_gemm=false \
+      python tools/bench_gpu.py --steps=10 --encode_calls=10  # XLM-R base
   python tools/bench_gpu.py --size=tiny --steps=2 --batch_size=8  # smoke
 
-Built for one H200 in under 5 minutes (any GPU or TPU works). The model is
+On one H200 the first command takes about 3 minutes, nearly all of it
+compiling; without the flag, XLA autotunes Triton matmuls and compiling the
+training step alone took over 150 s. Any GPU or TPU works. The model is
 an XLM-R base-shaped dual encoder (250,002-token vocabulary) with fresh
 weights: speed does not depend on the values, and nothing is downloaded.
-It times `hybrid_jax.train.train_step` (bfloat16 compute, float32 parameters
-and AdamW, dropout 0.1, InfoNCE, donated state) and the jitted passage
-encoder, and prints a table: seconds per step, tokens/s, model TFLOP/s and
-model FLOPs utilisation (MFU) against the chip's peak dense bfloat16 rate
-(`--peak_tflops`, or known from the device kind). Model FLOPs count the
-matmuls only (weights and attention, 3x the forward pass for a training
-step), the usual convention; the target for training is MFU >= 45%.
+It times `hybrid_jax.training_step.train_step` (bfloat16 compute, float32
+parameters and AdamW, dropout 0.1 unless `--dropout_rate`, InfoNCE, donated
+state) and the jitted passage encoder, and prints a table: seconds per
+step, tokens/s, model TFLOP/s and model FLOPs utilisation (MFU) against the
+chip's peak dense bfloat16 rate (`--peak_tflops`, or known from the device
+kind). Model FLOPs count the matmuls only (weights and attention, 3x the
+forward pass for a training step), the usual convention; the target for
+training is MFU >= 45%.
 """
 
 import functools
@@ -29,6 +33,7 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", 256, "Pairs per step.")
 _QUERY_LENGTH = flags.DEFINE_integer("query_length", 64, "Question tokens.")
 _PASSAGE_LENGTH = flags.DEFINE_integer("passage_length", 256,
                                        "Passage tokens.")
+_DROPOUT_RATE = flags.DEFINE_float("dropout_rate", 0.1, "Dropout rate.")
 _STEPS = flags.DEFINE_integer("steps", 20, "Timed training steps.")
 _ENCODE_BATCH = flags.DEFINE_integer("encode_batch", 1024,
                                      "Passages per encoding batch.")
@@ -77,7 +82,7 @@ def main(argv):
   from hybrid_jax import embedding  # pylint: disable=g-import-not-at-top
   from hybrid_jax import optimizer as optimizer_lib  # pylint: disable=g-import-not-at-top
   from hybrid_jax import sharding  # pylint: disable=g-import-not-at-top
-  from hybrid_jax import train  # pylint: disable=g-import-not-at-top
+  from hybrid_jax import training_step  # pylint: disable=g-import-not-at-top
   from hybrid_jax import train_state  # pylint: disable=g-import-not-at-top
   from hybrid_jax.model import dual_encoder  # pylint: disable=g-import-not-at-top
   from hybrid_jax.model import encoder  # pylint: disable=g-import-not-at-top
@@ -86,7 +91,8 @@ def main(argv):
 
   mesh = sharding.make_mesh()
   enc = encoder.sized_config(_SIZE.value, "xlmr", VOCAB_SIZE, pad_id=1,
-                             dropout_rate=0.1, dtype=_DTYPE.value)
+                             dropout_rate=_DROPOUT_RATE.value,
+                             dtype=_DTYPE.value)
   graphdef, params = dual_encoder.init_state(
       dual_encoder.DualEncoderConfig(enc), mesh, seed=0)
   encoder_params = jax.tree.map(jnp.copy, params)  # The step donates params.
@@ -94,8 +100,8 @@ def main(argv):
   tx, schedule = optimizer_lib.make_optimizer(cfg)
   state = train_state.create(params, cfg, tx, mesh)
   step = jax.jit(functools.partial(
-      train.train_step, graphdef=graphdef, tx=tx, schedule=schedule, cfg=cfg,
-      seed=0), donate_argnums=0)
+      training_step.train_step, graphdef=graphdef, tx=tx, schedule=schedule,
+      cfg=cfg, seed=0), donate_argnums=0)
 
   rng = np.random.default_rng(0)
   b, lq, lp = _BATCH_SIZE.value, _QUERY_LENGTH.value, _PASSAGE_LENGTH.value
@@ -137,7 +143,8 @@ def main(argv):
         f"{_DTYPE.value}, {jax.device_count()} x {device.device_kind}, "
         f"peak {peak or 'unknown'} TFLOP/s per device, first calls "
         f"(compile) {compile_seconds:.1f} s")
-  print(f"training: batch {b}, questions {lq} / passages {lp} tokens; "
+  print(f"training: batch {b}, questions {lq} / passages {lp} tokens, "
+        f"dropout {_DROPOUT_RATE.value} ({jax.config.jax_default_prng_impl}); "
         f"encoding: {eb} passages of {lp} tokens")
   print(f"{'':18s} {'s/call':>8s} {'tokens/s':>12s} {'TFLOP/s':>9s} "
         f"{'MFU':>6s}")
