@@ -32,7 +32,8 @@ training loop therefore runs each step in `room_for`, which steers the
 block into the most resident hole that holds it and gives the other large
 holes back to the kernel (and, when memory grew, all freed memory), so
 freed blocks do not pile up resident (a block that moves to a fresh hole
-faults it in).
+faults it in). Once training is over, `give_back_freed_memory` returns the
+last block's pages, which evaluation would not reuse.
 
 The malloc settings only apply to threads that have not allocated yet, and
 the dispatch setting to a CPU backend not yet created (JAX ignores it
@@ -75,8 +76,8 @@ class _MallInfo2(ctypes.Structure):
 
 # glibc, once `keep_freed_memory` has applied its settings.
 _libc: ctypes.CDLL | None = None
-# Resident bytes expected once the last `room_for` body has run (at first,
-# when `keep_freed_memory` applied).
+# Resident bytes expected after the last trim, once the block it made room
+# for is in (at first: when `keep_freed_memory` applied).
 _settled = 0
 # /proc/self/statm, open once `keep_freed_memory` has applied.
 _statm = -1
@@ -141,12 +142,13 @@ def room_for(nbytes: int) -> Iterator[int]:
   first: malloc takes it only if no freed chunk holds the block). If the
   block will fault in more than an eighth of itself and no such hole was
   found (a hole cut short, too small now, may be resident), or resident
-  memory grew by more than an eighth of the block since the last call (the
-  first: since `keep_freed_memory`; memory other work touched and freed,
-  though live memory is not given back), every other freed page of the heap
-  goes back too (`malloc_trim`). Only then: trimming merges the heap's small
-  free chunks, small allocations then come from right above the block, and a
-  block capped so moves to a fresh hole at the next step.
+  memory grew by more than an eighth of the block since the last trim (the
+  first: since `keep_freed_memory`; memory other work touched and freed, a
+  little at a time or at once, though live memory is not given back), every
+  other freed page of the heap goes back too (`give_back_freed_memory`).
+  Only then: trimming merges the heap's small free chunks, small
+  allocations then come from right above the block, and a block capped so
+  moves to a fresh hole at the next step.
 
   Holes are taken with a plain malloc (an aligned one would split off
   pieces that glibc before 2.39 keeps in its per-thread cache, where they
@@ -174,9 +176,9 @@ def room_for(nbytes: int) -> Iterator[int]:
         _libc.madvise(*_whole_pages(hole, nbytes), _MADV_DONTNEED)
     if ((home_resident < nbytes - nbytes // 8 and len(capped) == 1)
         or before > _settled + nbytes // 8):
-      _libc.malloc_trim(0)
+      give_back_freed_memory()
+      _settled += nbytes - home_resident  # Once the block is in.
     after = _resident_bytes()
-    _settled = after + nbytes - home_resident  # Once the block is in.
     # Freed now: the block's home, and the top's slices (malloc takes the
     # top only if no freed chunk holds the block; held, the top would push
     # what the body allocates above them).
@@ -187,6 +189,20 @@ def room_for(nbytes: int) -> Iterator[int]:
   finally:
     for hole in held:
       _libc.free(hole)
+
+
+def give_back_freed_memory() -> int:
+  """Gives every freed page of the heap back to the kernel (`malloc_trim`);
+  returns the resident bytes given back. For the end of work whose freed
+  blocks what follows will not reuse (the training step's, before
+  evaluation). Does nothing unless `keep_freed_memory` applied."""
+  global _settled
+  if _libc is None:
+    return 0
+  before = _resident_bytes()
+  _libc.malloc_trim(0)
+  _settled = _resident_bytes()
+  return max(0, before - _settled)
 
 
 def _hold_holes(size: int, held: list[int]) -> list[int]:

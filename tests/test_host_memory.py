@@ -249,6 +249,91 @@ def test_room_for_does_nothing_when_switched_off():
   assert room["answer"] == 0, room
 
 
+
+# Steps as a training loop does, in `room_for` (64 MiB: a block allocated and
+# touched; with a plain malloc, so it stays where it was: the cases above
+# check where XLA:CPU's aligned block goes), and after each leaves a freed, resident 6 MiB
+# hole (what other work touched and freed; fenced, so no block takes it),
+# less than an eighth of the block each time. CASE "creep": seven steps;
+# "faulting": `give_back_freed_memory` after the first step, so the second
+# step's block faults itself in; "done": `give_back_freed_memory` after the
+# one step. Prints as JSON the MiB given back after the first step, and
+# resident memory (MiB) after each step and at the end.
+_CREEP = r"""
+import ctypes
+import ctypes.util
+import json
+
+from hybrid_jax import host_memory
+
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+
+def step():
+  with host_memory.room_for(64 * MIB) as given_back:
+    block = libc.malloc(64 * MIB)
+    ctypes.memset(block, 2, 64 * MIB)
+    libc.free(block)
+  return given_back / MIB
+
+def give_back():
+  return host_memory.give_back_freed_memory() / MIB
+
+holes = []
+for _ in range(7 if CASE == "creep" else 1):
+  holes.append(libc.malloc(6 * MIB))
+  libc.malloc(64 * 1024)  # The fence.
+given, resident = [], []
+for hole in holes:
+  given.append(step())
+  resident.append(resident_mib())
+  if CASE == "faulting":
+    given.append(give_back())
+  ctypes.memset(hole, 1, 6 * MIB)
+  libc.free(hole)
+if CASE == "faulting":
+  given.append(step())
+if CASE == "done":
+  given.append(give_back())
+resident.append(resident_mib())
+print(json.dumps({"given": given[1:], "resident": resident}))
+"""
+
+
+def _creep(case: str) -> dict:
+  """`_CREEP`'s figures for `case`."""
+  return json.loads(_run(f"CASE = {case!r}\n" + _RESIDENT + _CREEP, "1"))
+
+
+@glibc_2_33
+def test_room_for_gives_back_memory_that_grew_a_little_at_a_time():
+  creep = _creep("creep")
+  # 6 MiB more each time: trimmed once it is over 8 MiB (an eighth of the
+  # block) since the last trim, so every second step gives back 12 MiB.
+  assert [round(mib / 6) for mib in creep["given"]] == [0, 2, 0, 2, 0, 2], (
+      creep)
+  settled = creep["resident"]
+  assert max(settled) - settled[0] < 14, creep
+
+
+@glibc_2_33
+def test_room_for_gives_back_freed_memory_before_a_block_faults_in():
+  # The block's pages went back, so it will fault itself in, and no hole
+  # cut short was found: the 6 MiB hole goes back first, though it is less
+  # than an eighth of the block (in "creep", the second step keeps it).
+  creep = _creep("faulting")
+  assert creep["given"][0] > 60, creep  # The first block's pages.
+  assert abs(creep["given"][1] - 6) < 1.5, creep
+
+
+@glibc_2_33
+def test_freed_memory_goes_back_when_training_is_done():
+  creep = _creep("done")
+  assert creep["given"][0] > 66, creep  # The block's and the hole's.
+  assert creep["resident"][0] - creep["resident"][1] > 60, creep
+
 def test_host_temporaries_of_one_cpu_device_only():
   # room_for places one block of a synchronous, single-device computation.
   step = jax.jit(lambda w: jnp.tanh(w @ w) @ w)
