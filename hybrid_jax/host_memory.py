@@ -33,7 +33,7 @@ block into the most resident hole that holds it and gives the other large
 holes back to the kernel (and, when memory grew, all freed memory), so
 freed blocks do not pile up resident (a block that moves to a fresh hole
 faults it in). Once training is over, `give_back_freed_memory` returns the
-last block's pages, which evaluation would not reuse.
+last block's pages, of which evaluation would reuse at most a part.
 
 The malloc settings only apply to threads that have not allocated yet, and
 the dispatch setting to a CPU backend not yet created (JAX ignores it

@@ -28,7 +28,7 @@ def compute_loss(params: dict, frozen: nnx.State, batch: dict[str, jax.Array],
   Args:
     params: the trained parameters (see `TrainState.params`).
     frozen: the untrained encoder parameters.
-    batch: the model inputs (`MODEL_INPUTS`) of the global batch.
+    batch: the model inputs (`train.MODEL_INPUTS`) of the global batch.
     graphdef: the model structure.
     cfg: loss settings.
     dropout_key: dropout randomness; None: no dropout.

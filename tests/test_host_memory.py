@@ -249,16 +249,17 @@ def test_room_for_does_nothing_when_switched_off():
   assert room["answer"] == 0, room
 
 
-
 # Steps as a training loop does, in `room_for` (64 MiB: a block allocated and
 # touched; with a plain malloc, so it stays where it was: the cases above
-# check where XLA:CPU's aligned block goes), and after each leaves a freed, resident 6 MiB
-# hole (what other work touched and freed; fenced, so no block takes it),
-# less than an eighth of the block each time. CASE "creep": seven steps;
-# "faulting": `give_back_freed_memory` after the first step, so the second
-# step's block faults itself in; "done": `give_back_freed_memory` after the
-# one step. Prints as JSON the MiB given back after the first step, and
-# resident memory (MiB) after each step and at the end.
+# check where XLA:CPU's aligned block goes), and after each leaves a freed,
+# resident 6 MiB hole (what other work touched and freed; fenced, so no
+# block takes it), less than an eighth of the block each time. CASE "creep":
+# seven steps; "faulting": `give_back_freed_memory` after the first step, so
+# the second step's block faults itself in; "done": `give_back_freed_memory`
+# after the one step; "live": four steps, and instead of the holes, 12 MiB
+# (fenced, allocated at the start) touched after the first and kept. Prints
+# as JSON the MiB given back after the first step, the steps after it that
+# trimmed, and resident memory (MiB) after each step and at the end.
 _CREEP = r"""
 import ctypes
 import ctypes.util
@@ -271,6 +272,8 @@ libc.malloc.restype = ctypes.c_void_p
 libc.malloc.argtypes = [ctypes.c_size_t]
 libc.free.argtypes = [ctypes.c_void_p]
 
+given, resident, trims = [], [], []
+
 def step():
   with host_memory.room_for(64 * MIB) as given_back:
     block = libc.malloc(64 * MIB)
@@ -278,27 +281,36 @@ def step():
     libc.free(block)
   return given_back / MIB
 
-def give_back():
-  return host_memory.give_back_freed_memory() / MIB
+trim = host_memory.give_back_freed_memory
+
+def give_back():  # Also what room_for calls to trim.
+  trims.append(len(given))
+  return trim() / MIB
+
+host_memory.give_back_freed_memory = give_back
 
 holes = []
-for _ in range(7 if CASE == "creep" else 1):
+for _ in range({"creep": 7, "live": 4}.get(CASE, 1)):
   holes.append(libc.malloc(6 * MIB))
   libc.malloc(64 * 1024)  # The fence.
-given, resident = [], []
+live = libc.malloc(12 * MIB)  # Not resident until touched.
 for hole in holes:
   given.append(step())
   resident.append(resident_mib())
   if CASE == "faulting":
     given.append(give_back())
-  ctypes.memset(hole, 1, 6 * MIB)
-  libc.free(hole)
+  if CASE != "live":
+    ctypes.memset(hole, 1, 6 * MIB)
+    libc.free(hole)
+  elif len(given) == 1:
+    ctypes.memset(live, 1, 12 * MIB)
 if CASE == "faulting":
   given.append(step())
 if CASE == "done":
   given.append(give_back())
 resident.append(resident_mib())
-print(json.dumps({"given": given[1:], "resident": resident}))
+print(json.dumps({"given": given[1:], "trims": [i for i in trims if i],
+                  "resident": resident}))
 """
 
 
@@ -319,20 +331,28 @@ def test_room_for_gives_back_memory_that_grew_a_little_at_a_time():
 
 
 @glibc_2_33
+def test_room_for_trims_once_for_memory_that_stays_in_use():
+  # 12 MiB more, live: one trim (at the second step), then that level holds.
+  figures = _creep("live")
+  assert figures["trims"] == [1], figures
+
+
+@glibc_2_33
 def test_room_for_gives_back_freed_memory_before_a_block_faults_in():
   # The block's pages went back, so it will fault itself in, and no hole
   # cut short was found: the 6 MiB hole goes back first, though it is less
   # than an eighth of the block (in "creep", the second step keeps it).
-  creep = _creep("faulting")
-  assert creep["given"][0] > 60, creep  # The first block's pages.
-  assert abs(creep["given"][1] - 6) < 1.5, creep
+  figures = _creep("faulting")
+  assert figures["given"][0] > 60, figures  # The first block's pages.
+  assert abs(figures["given"][1] - 6) < 1.5, figures
 
 
 @glibc_2_33
 def test_freed_memory_goes_back_when_training_is_done():
-  creep = _creep("done")
-  assert creep["given"][0] > 66, creep  # The block's and the hole's.
-  assert creep["resident"][0] - creep["resident"][1] > 60, creep
+  figures = _creep("done")
+  assert figures["given"][0] > 66, figures  # The block's and the hole's.
+  assert figures["resident"][0] - figures["resident"][1] > 60, figures
+
 
 def test_host_temporaries_of_one_cpu_device_only():
   # room_for places one block of a synchronous, single-device computation.

@@ -82,8 +82,8 @@ def main(argv):
   from hybrid_jax import embedding  # pylint: disable=g-import-not-at-top
   from hybrid_jax import optimizer as optimizer_lib  # pylint: disable=g-import-not-at-top
   from hybrid_jax import sharding  # pylint: disable=g-import-not-at-top
-  from hybrid_jax import training_step  # pylint: disable=g-import-not-at-top
   from hybrid_jax import train_state  # pylint: disable=g-import-not-at-top
+  from hybrid_jax import training_step  # pylint: disable=g-import-not-at-top
   from hybrid_jax.model import dual_encoder  # pylint: disable=g-import-not-at-top
   from hybrid_jax.model import encoder  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top

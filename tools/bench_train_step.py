@@ -9,10 +9,10 @@ token ids (every position real): encode questions and passages with dropout
 0.1, mean-pool, L2-normalise, in-batch InfoNCE at temperature 0.01, clip the
 gradient norm to 1, AdamW (lr 3e-5, weight decay 0.01 except biases and
 LayerNorms), word embeddings frozen unless --nofreeze_word_embeddings. Ours
-is `hybrid_jax.training_step.train_step`, jitted with a donated state; PyTorch's is
-transformers' BertModel with torch.optim.AdamW. Each compute dtype of
---dtypes runs on both sides: float32, and bfloat16 mixed precision (float32
-parameters and optimizer; ours: `model.dtype=bfloat16`, PyTorch's:
+is `hybrid_jax.training_step.train_step`, jitted with a donated state;
+PyTorch's is transformers' BertModel with torch.optim.AdamW. Each compute
+dtype of --dtypes runs on both sides: float32, and bfloat16 mixed precision
+(float32 parameters and optimizer; ours: `model.dtype=bfloat16`, PyTorch's:
 `torch.autocast`). Each side runs in its own process with its default
 threads, one per core (`tools/alternate.py`), in alternating rounds. Prints
 the median seconds per step of each and the ratios (the target: JAX /
@@ -69,8 +69,8 @@ def jax_step(batch: int, lengths: tuple[int, int], freeze: bool,
   from hybrid_jax import optimizer as optimizer_lib  # pylint: disable=g-import-not-at-top
   from hybrid_jax import pretrained  # pylint: disable=g-import-not-at-top
   from hybrid_jax import sharding  # pylint: disable=g-import-not-at-top
-  from hybrid_jax import training_step  # pylint: disable=g-import-not-at-top
   from hybrid_jax import train_state  # pylint: disable=g-import-not-at-top
+  from hybrid_jax import training_step  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   from data_pipeline import tokenization  # pylint: disable=g-import-not-at-top
 
@@ -84,8 +84,8 @@ def jax_step(batch: int, lengths: tuple[int, int], freeze: bool,
   tx, schedule = optimizer_lib.make_optimizer(cfg)
   state = train_state.create(loaded.params, cfg, tx, mesh)
   step = jax.jit(functools.partial(
-      training_step.train_step, graphdef=loaded.graphdef, tx=tx, schedule=schedule,
-      cfg=cfg, seed=0), donate_argnums=0)
+      training_step.train_step, graphdef=loaded.graphdef, tx=tx,
+      schedule=schedule, cfg=cfg, seed=0), donate_argnums=0)
   query, passage = _batches(loaded.config.encoder.vocab_size, batch, lengths)
   inputs = jax.device_put({"query_ids": query[0].astype(np.int32),
                            "query_mask": query[1],
