@@ -24,6 +24,8 @@ EXECUTION_SETTINGS = ("job", "mesh", "eval", "sweep", "distributed",
                       "train.async_checkpoints",
                       "data.root", "data.cache_dir", "data.source")
 CONFIG_FILE = "config.json"
+# Where each start and resumption of a run was trained (environment.py).
+ENVIRONMENT_FILE = "environment.jsonl"
 # A sweep's zero-shot evaluation of model.init: <workdir>/baseline/eval/.
 BASELINE_DIR = "baseline"
 RUN_PATTERN = "ratio_*_seed_*"  # Matches every run directory name.

@@ -4,9 +4,10 @@ r"""Trains one run: the dual encoder on hybrid batches at one ratio and seed.
       --config.job=train --workdir=/tmp/hybrid --config.data.ratio=0.25
 
 The run lives in `<workdir>/ratio_<alpha>_seed_<seed>/`: config.json,
-metrics.jsonl, TensorBoard events, orbax checkpoints (train state and
-data-iterator state) and, with `eval.every`, evaluations of intermediate
-steps in `eval/step_<n>/`. Starting a run whose directory has a checkpoint
+environment.jsonl (what each start or resumption ran on), metrics.jsonl,
+TensorBoard events, orbax checkpoints (train state and data-iterator state)
+and, with `eval.every`, evaluations of intermediate steps in
+`eval/step_<n>/`. Starting a run whose directory has a checkpoint
 resumes from it; the result equals an uninterrupted run. A finished run is
 never trained again.
 """
@@ -26,6 +27,7 @@ from data_pipeline import pipeline as pipeline_lib
 from data_pipeline import tokenization
 from hybrid_jax import checkpointing
 from hybrid_jax import config as config_lib
+from hybrid_jax import environment
 from hybrid_jax import host_memory
 from hybrid_jax import metrics as metrics_lib
 from hybrid_jax import optimizer
@@ -170,6 +172,9 @@ def _train(cfg: config_lib.ExperimentConfig, directory: epath.Path,
     runtime.say(f"Resuming {directory} from step {start}.")
   elif jax.process_index() == 0:
     run_directory.write_config(directory, cfg)
+  if jax.process_index() == 0:
+    environment.record_start(directory / run_directory.ENVIRONMENT_FILE,
+                             start)
 
   inputs = batch_shardings(cfg.data, mesh)
   state_shardings = train_state_lib.shardings(state)

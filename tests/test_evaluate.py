@@ -11,6 +11,7 @@ from configs import evaluate as evaluate_config
 from configs import ratio_sweep
 from hybrid_jax import checkpointing
 from hybrid_jax import config as config_lib
+from hybrid_jax import environment
 from hybrid_jax import main
 from hybrid_jax.evaluation import evaluate
 
@@ -67,6 +68,7 @@ def test_eval_job_writes_the_documented_files(evaluated):
   assert 0 < saved["index"]["recall_vs_exact"] <= 1
   assert set(saved["seconds"]) == {"encode", "index", "search", "exact",
                                    "metrics", "total"}
+  assert saved["environment"] == environment.describe()
   lines = (out / "xquad_r.cross_map.csv").read_text().splitlines()
   assert lines[0] == "query_lang\\candidate_lang,de,en,zh"
   de = lines[1].split(",")

@@ -15,6 +15,7 @@ import pytest
 from configs import ratio_sweep
 from conftest import REPO
 from hybrid_jax import config as config_lib
+from hybrid_jax import environment
 from hybrid_jax import run_directory
 from hybrid_jax.evaluation import protocol
 from hybrid_jax.evaluation import results
@@ -318,3 +319,36 @@ def test_the_tool_rebuilds_the_report(sweep_dir):
   assert "xquad_r; ratios [0.0, 0.25, 0.5, 1.0]" in out
   assert (sweep_dir / "report" / "report.md").read_text().startswith(
       "# Ratio sweep report")
+
+
+def _set_environment(workdir, run, env):
+  file = workdir / run / "eval" / "xquad_r.json"
+  file.write_text(json.dumps({**_json(workdir, run), "environment": env}))
+
+
+def test_the_report_names_the_environments(sweep_dir):
+  md = sweep_dir / "report" / "report.md"
+  build.build(sweep_dir)  # The synthetic files record none.
+  assert "- Environment: not recorded." in md.read_text()
+  env = environment.describe()
+  runs = sorted(p.parent.name for p in sweep_dir.glob("*/eval"))
+  for run in runs:
+    _set_environment(sweep_dir, run, env)
+    if run != "baseline":
+      environment.record_start(
+          sweep_dir / run / run_directory.ENVIRONMENT_FILE, 0)
+  build.build(sweep_dir)
+  assert f"- Environment: {environment.summary(env)}.\n" in md.read_text()
+  # One evaluation on another CPU, one run with no record of its training.
+  other = {**env, "cpu": {"model": "AMD EPYC 9R14", "extensions": ["avx512f"]}}
+  _set_environment(sweep_dir, "ratio_1.000_seed_1", other)
+  (sweep_dir / "ratio_0.000_seed_0" / run_directory.ENVIRONMENT_FILE).unlink()
+  found = build.build(sweep_dir)["environments"]
+  assert [len(g["used_by"]) for g in found["distinct"]] == [
+      len(runs) * 2 - 3, 1]
+  assert found["not_recorded"] == ["ratio_0.000_seed_0 training"]
+  text = md.read_text()
+  assert "- **Several environments**: XLA compiles" in text
+  assert (f"  - {environment.summary(other)}: ratio_1.000_seed_1 evaluation "
+          "on xquad_r.\n") in text
+  assert "  - Not recorded: ratio_0.000_seed_0 training.\n" in text

@@ -13,6 +13,7 @@ import pytest
 from configs import ratio_sweep
 from hybrid_jax import checkpointing
 from hybrid_jax import config as config_lib
+from hybrid_jax import environment
 from hybrid_jax import losses
 from hybrid_jax import optimizer
 from hybrid_jax import pretrained
@@ -250,6 +251,11 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, monkeypatch):
       cfg.train, log_every=2)), tmp_path / "split")
 
   assert _metrics(resumed.directory) == _metrics(whole.directory)  # Bitwise.
+  # Where each start ran: step 0, then the resumption at the checkpoint.
+  started = [[start["step"] for start in environment.read_starts(
+      d / run_directory.ENVIRONMENT_FILE)] for d in (whole.directory,
+                                                       resumed.directory)]
+  assert started == [[0], [0, 2]]  # The crash came before step 4 saved.
   state_whole, _ = _restored(whole.directory, cfg)
   state_resumed, _ = _restored(resumed.directory, cfg)
   jax.tree.map(np.testing.assert_array_equal, state_resumed, state_whole)

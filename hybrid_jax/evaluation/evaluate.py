@@ -23,6 +23,7 @@ from data_pipeline import records
 from data_pipeline import tokenization
 from hybrid_jax import config as config_lib
 from hybrid_jax import embedding
+from hybrid_jax import environment
 from hybrid_jax import pretrained
 from hybrid_jax import runtime
 from hybrid_jax import sharding
@@ -145,8 +146,8 @@ def evaluate_dataset(model: pretrained.LoadedModel, mesh: jax.sharding.Mesh,
   scores = protocol.run(dataset, embeddings, cfg.eval, mesh, watch)
   summary = results.summarize(scores)
   summary["index"] = {"kind": cfg.eval.index, **summary["index"]}
-  return ({"settings": setup, **summary, "seconds": watch.rounded()}, scores,
-          embeddings)
+  return ({"settings": setup, **summary, "seconds": watch.rounded(),
+           "environment": environment.describe()}, scores, embeddings)
 
 
 def _fmt(value: float | None, spec: str = ".4f") -> str:

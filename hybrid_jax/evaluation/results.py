@@ -2,7 +2,8 @@
 
 For a data set NAME, `<directory>/NAME.json` holds the settings, the macro
 averages of the three settings, the cross-lingual matrix, rank distance,
-the index's recall against exact search and the time of each stage;
+the index's recall against exact search, the time of each stage and the
+environment (`hybrid_jax.environment`);
 `NAME.cross_map.csv` the query-language x candidate-language mAP matrix
 (the diagonal is the monolingual setting); `NAME.queries.npz` every
 per-query value (for bootstrap confidence intervals), keyed

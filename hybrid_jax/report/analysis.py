@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from hybrid_jax import environment
 from hybrid_jax.report import collect
 from hybrid_jax.report import formatting
 from hybrid_jax.report import statistics
@@ -272,6 +273,24 @@ def analyse_dataset(sweep: collect.Sweep, name: str) -> dict[str, Any]:
           "tests": _tests(rows, tables, weights)}
 
 
+def environments(sweep: collect.Sweep) -> dict[str, Any]:
+  """The distinct environments the sweep's evaluations and training starts
+  ran on, each with what ran there, and those with none recorded."""
+  distinct = []
+  for label, env in sweep.environments.items():
+    if env is None:
+      continue
+    group = next((g for g in distinct if g["environment"] == env), None)
+    if group is None:
+      group = {"summary": environment.summary(env), "environment": env,
+               "used_by": []}
+      distinct.append(group)
+    group["used_by"].append(label)
+  return {"distinct": distinct,
+          "not_recorded": [label for label, env in sweep.environments.items()
+                           if env is None]}
+
+
 def analyse(sweep: collect.Sweep) -> dict[str, Any]:
   """The report's numbers for every data set that some run evaluated."""
   names = [n for n in sweep.baseline if sweep.evaluated(n)]
@@ -293,4 +312,5 @@ def analyse(sweep: collect.Sweep) -> dict[str, Any]:
                      "seed": statistics.SEED},
       "not_evaluated_by_any_run": [n for n in sweep.baseline
                                    if n not in names],
+      "environments": environments(sweep),
       "datasets": {name: analyse_dataset(sweep, name) for name in names}}

@@ -5,7 +5,9 @@
 
 Only finished evaluations are read (a JSON is written after its arrays).
 Runs must differ only in their ratio and seed, and be evaluated as the
-baseline was: a workdir mixing other settings is not one sweep.
+baseline was: a workdir mixing other settings is not one sweep. Where each
+evaluation and each training start ran (`hybrid_jax.environment`) is read
+too: one sweep may mix machines, which the report says.
 """
 
 import dataclasses
@@ -16,6 +18,7 @@ from etils import epath
 import numpy as np
 
 from hybrid_jax import config as config_lib
+from hybrid_jax import environment
 from hybrid_jax import run_directory
 from hybrid_jax.evaluation import evaluate
 from hybrid_jax.evaluation import results
@@ -53,6 +56,9 @@ class Sweep:
   runs: dict[tuple[float, int], dict[str, Evaluation]]  # (ratio, seed).
   train_languages: tuple[str, ...]
   settings: dict[str, Any]  # Training settings shared by every run.
+  # What each evaluation and training start ran on, by a label naming it
+  # (None: not recorded, as before environment.py).
+  environments: dict[str, dict[str, Any] | None]
 
   def evaluated(self, name: str) -> dict[tuple[float, int], Evaluation]:
     """The runs evaluated on data set `name`, by (ratio, seed)."""
@@ -108,6 +114,23 @@ def _check_protocol(baseline: Evaluation, run: Evaluation,
         "sweep in a fresh workdir.")
 
 
+def _evaluation_environments(directory: epath.Path,
+                              evals: dict[str, Evaluation]
+                              ) -> dict[str, dict[str, Any] | None]:
+  return {f"{directory.name} evaluation on {name}":
+          e.summary.get("environment") for name, e in evals.items()}
+
+
+def _training_environments(directory: epath.Path
+                           ) -> dict[str, dict[str, Any] | None]:
+  starts = environment.read_starts(directory /
+                                   run_directory.ENVIRONMENT_FILE)
+  if not starts:
+    return {f"{directory.name} training": None}
+  return {f"{directory.name} training from step {start.pop('step')}": start
+          for start in starts}
+
+
 def read(workdir: epath.Path) -> Sweep:
   """The baseline and every run of the sweep in `workdir`.
 
@@ -116,8 +139,8 @@ def read(workdir: epath.Path) -> Sweep:
     ValueError: runs of different settings, or damaged files.
   """
   workdir = epath.Path(workdir)
-  baseline = _finished(workdir / run_directory.BASELINE_DIR /
-                       evaluate.EVAL_DIR)
+  baseline_dir = workdir / run_directory.BASELINE_DIR
+  baseline = _finished(baseline_dir / evaluate.EVAL_DIR)
   run_dirs = sorted(p.parent for p in workdir.glob(
       f"{run_directory.RUN_PATTERN}/{run_directory.CONFIG_FILE}"))
   if not baseline or not run_dirs:
@@ -128,6 +151,7 @@ def read(workdir: epath.Path) -> Sweep:
   configs = {d: run_directory.read_config(d) for d in run_dirs}
   shared = _flat_settings(configs[run_dirs[0]])
   runs = {}
+  environments = _evaluation_environments(baseline_dir, baseline)
   for directory, cfg in configs.items():
     differ = config_lib.differing_keys(shared, _flat_settings(cfg))
     if differ:
@@ -141,6 +165,8 @@ def read(workdir: epath.Path) -> Sweep:
       _check_protocol(baseline[name], evaluation,
                       directory / evaluate.EVAL_DIR / f"{name}.json")
     runs[cfg.data.ratio, cfg.seed] = evals
+    environments.update(_training_environments(directory))
+    environments.update(_evaluation_environments(directory, evals))
   return Sweep(baseline=baseline, runs=dict(sorted(runs.items())),
                train_languages=configs[run_dirs[0]].data.train.all_languages,
-               settings=shared)
+               settings=shared, environments=environments)

@@ -94,6 +94,24 @@ def _setting(value: Any) -> str:
   return ",".join(value) if isinstance(value, list) else str(value)
 
 
+def environment_lines(environments: dict[str, Any]) -> list[str]:
+  """What the figures were computed on (see `analysis.environments`)."""
+  distinct, missing = environments["distinct"], environments["not_recorded"]
+  if not distinct:
+    return ["- Environment: not recorded."]
+  if len(distinct) == 1 and not missing:
+    return [f"- Environment: {distinct[0]['summary']}."]
+  out = ["- **Several environments**: XLA compiles for the host's CPU, so "
+         "figures from other machines or library versions can differ in "
+         "their last digits." if len(distinct) > 1
+         else "- Environment, where recorded:"]
+  out += [f"  - {g['summary']}: {', '.join(g['used_by'])}."
+          for g in distinct]
+  if missing:
+    out.append(f"  - Not recorded: {', '.join(missing)}.")
+  return out
+
+
 def _header(results: dict[str, Any]) -> list[str]:
   settings, stats = results["settings"], results["statistics"]
   seeds = sorted({s for v in results["seeds"].values() for s in v})
@@ -112,6 +130,7 @@ def _header(results: dict[str, Any]) -> list[str]:
       f"within each family: α = {analysis.PAPER_RATIO:g} against 0 and 1 "
       "(when swept), and the best α against each other α. The best α is "
       "picked from these same numbers, so those tests are exploratory.",
+      *environment_lines(results["environments"]),
   ]
   if results["not_evaluated_by_any_run"]:
     out.append("- Not evaluated by any run yet (left out): "
