@@ -170,9 +170,9 @@ def _train(cfg: config_lib.ExperimentConfig, directory: epath.Path,
   if start:
     state = _restore(checkpoints, start, state)
     runtime.say(f"Resuming {directory} from step {start}.")
-  elif jax.process_index() == 0:
-    run_directory.write_config(directory, cfg)
   if jax.process_index() == 0:
+    if not start:
+      run_directory.write_config(directory, cfg)
     environment.record_start(directory / run_directory.ENVIRONMENT_FILE,
                              start)
 

@@ -337,15 +337,24 @@ def test_the_report_names_the_environments(sweep_dir):
     if run != "baseline":
       environment.record_start(
           sweep_dir / run / run_directory.ENVIRONMENT_FILE, 0)
-  build.build(sweep_dir)
+  environment.record_start(
+      sweep_dir / "ratio_0.500_seed_0" / run_directory.ENVIRONMENT_FILE, 2)
+  found = build.build(sweep_dir)["environments"]
   assert f"- Environment: {environment.summary(env)}.\n" in md.read_text()
-  # One evaluation on another CPU, one run with no record of its training.
+  assert "ratio_0.500_seed_0 training from step 2" in found["distinct"][0][
+      "used_by"]
+  # One run with no record of its training: it may have run elsewhere.
+  (sweep_dir / "ratio_0.000_seed_0" / run_directory.ENVIRONMENT_FILE).unlink()
+  build.build(sweep_dir)
+  assert ("- Environment, where recorded (the rest may have run elsewhere):\n"
+          f"  - {environment.summary(env)}: baseline evaluation on xquad_r, "
+          in md.read_text())
+  # And one evaluation on another CPU.
   other = {**env, "cpu": {"model": "AMD EPYC 9R14", "extensions": ["avx512f"]}}
   _set_environment(sweep_dir, "ratio_1.000_seed_1", other)
-  (sweep_dir / "ratio_0.000_seed_0" / run_directory.ENVIRONMENT_FILE).unlink()
   found = build.build(sweep_dir)["environments"]
   assert [len(g["used_by"]) for g in found["distinct"]] == [
-      len(runs) * 2 - 3, 1]
+      len(runs) * 2 - 2, 1]
   assert found["not_recorded"] == ["ratio_0.000_seed_0 training"]
   text = md.read_text()
   assert "- **Several environments**: XLA compiles" in text

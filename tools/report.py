@@ -1,9 +1,9 @@
-r"""Regenerates a sweep's report from its evaluation files and run configs.
+r"""Regenerates a sweep's report from its evaluation files and run records.
 
   python tools/report.py --workdir=DIR
 
 DIR is a sweep's --workdir: its baseline/eval/ and every
-ratio_<r>_seed_<s>/ (config.json, eval/) are read, and DIR/report/ is
+ratio_<r>_seed_<s>/ (config.json, environment.jsonl, eval/) are read, and DIR/report/ is
 rewritten (report.md, results.json, the CSVs, figures). Evaluations still
 missing are left out and listed, so a partial sweep gets a partial report;
 no model is loaded.

@@ -276,9 +276,10 @@ def analyse_dataset(sweep: collect.Sweep, name: str) -> dict[str, Any]:
 def environments(sweep: collect.Sweep) -> dict[str, Any]:
   """The distinct environments the sweep's evaluations and training starts
   ran on, each with what ran there, and those with none recorded."""
-  distinct = []
+  distinct, not_recorded = [], []
   for label, env in sweep.environments.items():
     if env is None:
+      not_recorded.append(label)
       continue
     group = next((g for g in distinct if g["environment"] == env), None)
     if group is None:
@@ -286,9 +287,7 @@ def environments(sweep: collect.Sweep) -> dict[str, Any]:
                "used_by": []}
       distinct.append(group)
     group["used_by"].append(label)
-  return {"distinct": distinct,
-          "not_recorded": [label for label, env in sweep.environments.items()
-                           if env is None]}
+  return {"distinct": distinct, "not_recorded": not_recorded}
 
 
 def analyse(sweep: collect.Sweep) -> dict[str, Any]:

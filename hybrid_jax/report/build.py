@@ -10,8 +10,9 @@
   tests.csv       the paired tests;
   <set>.*.png     the figures (see `plots`).
 
-The report depends only on the evaluation files and the runs' configs, so
-rewriting it from the same files gives the same bytes (`tools/report.py`).
+The report depends only on the evaluation files and the runs' configs and
+environment records, so rewriting it from the same files gives the same
+bytes (`tools/report.py`).
 """
 
 import csv

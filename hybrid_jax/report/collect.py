@@ -1,7 +1,8 @@
 """Reads a sweep's evaluation files: the baseline's and every run's.
 
   <workdir>/baseline/eval/<set>.json, <set>.queries.npz
-  <workdir>/ratio_<r>_seed_<s>/config.json, eval/<set>.json, ...
+  <workdir>/ratio_<r>_seed_<s>/config.json, environment.jsonl,
+                                eval/<set>.json, ...
 
 Only finished evaluations are read (a JSON is written after its arrays).
 Runs must differ only in their ratio and seed, and be evaluated as the
@@ -127,8 +128,8 @@ def _training_environments(directory: epath.Path
                                    run_directory.ENVIRONMENT_FILE)
   if not starts:
     return {f"{directory.name} training": None}
-  return {f"{directory.name} training from step {start.pop('step')}": start
-          for start in starts}
+  return {f"{directory.name} training from step {start['step']}":
+          {k: v for k, v in start.items() if k != "step"} for start in starts}
 
 
 def read(workdir: epath.Path) -> Sweep:

@@ -101,10 +101,13 @@ def environment_lines(environments: dict[str, Any]) -> list[str]:
     return ["- Environment: not recorded."]
   if len(distinct) == 1 and not missing:
     return [f"- Environment: {distinct[0]['summary']}."]
-  out = ["- **Several environments**: XLA compiles for the host's CPU, so "
-         "figures from other machines or library versions can differ in "
-         "their last digits." if len(distinct) > 1
-         else "- Environment, where recorded:"]
+  if len(distinct) > 1:
+    out = ["- **Several environments**: XLA compiles for the host's CPU, so "
+           "figures from other machines or library versions can differ in "
+           "their last digits."]
+  else:
+    out = ["- Environment, where recorded (the rest may have run "
+           "elsewhere):"]
   out += [f"  - {g['summary']}: {', '.join(g['used_by'])}."
           for g in distinct]
   if missing:
