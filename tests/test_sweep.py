@@ -13,6 +13,7 @@ from configs import ratio_sweep
 from conftest import REPO
 from hybrid_jax import checkpointing
 from hybrid_jax import config as config_lib
+from hybrid_jax import environment
 from hybrid_jax import main
 from hybrid_jax import sweep
 
@@ -67,6 +68,9 @@ def test_the_command_runs_the_sweep_and_reports_its_evaluations(tmp_path):
                        (1.0, "α = 1 (1 seed)")):
     assert (f"| {label} | {evaluations[model]['multi']['map']:.4f} ["
             in report)
+  # Every evaluation and training start recorded this machine.
+  assert (f"- Environment: {environment.summary(environment.describe())}.\n"
+          in report)
   numbers = json.loads((tmp_path / "report" / "results.json").read_text())
   matrix = numbers["datasets"]["xquad_r"]["rows"][1]["cross_matrix"]  # α=0.
   assert matrix["de"]["zh"] == evaluations[0.0]["cross"]["matrix"]["de"][
