@@ -114,7 +114,18 @@ def test_interrupted_sweep_resumes_to_the_same_results(tmp_path, monkeypatch):
 
   assert metrics(_results(tmp_path / "split")) == metrics(
       _results(tmp_path / "whole"))
-  assert _report(tmp_path / "split") == _report(tmp_path / "whole")
+  split, whole = _report(tmp_path / "split"), _report(tmp_path / "whole")
+  numbers = [json.loads(r.pop("results.json")) for r in (split, whole)]
+  assert split == whole
+  # The same numbers; the environment record also lists the resumption.
+  environments = [n.pop("environments") for n in numbers]
+  assert numbers[0] == numbers[1]
+  assert [e["distinct"][0]["used_by"] for e in environments] == [
+      ["baseline evaluation on xquad_r", "ratio_0.000_seed_0 training from "
+       "step 0", "ratio_0.000_seed_0 evaluation on xquad_r",
+       "ratio_1.000_seed_0 training from step 0"] + resumed
+      + ["ratio_1.000_seed_0 evaluation on xquad_r"]
+      for resumed in (["ratio_1.000_seed_0 training from step 1"], [])]
 
 
 def test_repeated_ratios_are_rejected():
