@@ -183,7 +183,7 @@ def test_loss_and_gradients_equal_on_one_and_eight_devices(tiny_batch):
                                    atol=1e-4 * scale), other[2], grads)
 
 
-# --- Runs, checkpoints, resume, bad input --------------------------------------------
+# --- Runs, checkpoints, resume, bad input ----------------------------------
 
 
 def _metrics(directory):
