@@ -109,7 +109,6 @@ def record_start(file: epath.Path, step: int) -> None:
   """Records in the JSON-lines `file` that a run starts (step 0) or resumes
   at `step` here: `{"step": step, **describe()}`, replacing the records of
   `step` and later (work thrown away, as metrics.jsonl's lines are)."""
-  kept = [s for s in read_starts(file) if s["step"] < step]
-  with files.atomic_write(file) as f:
-    for start in kept + [{"step": step, **describe()}]:
-      f.write(json.dumps(start) + "\n")
+  files.truncate_jsonl(file, step - 1)
+  with file.open("a") as f:
+    f.write(json.dumps({"step": step, **describe()}) + "\n")

@@ -8,6 +8,7 @@ one, never half of it.
 
 import contextlib
 import io
+import json
 import os
 from typing import IO, Iterator
 import uuid
@@ -53,3 +54,20 @@ def atomic_write(path: epath.PathLike, mode: str = "w") -> Iterator[IO]:
   finally:
     if temporary.exists():
       temporary.unlink()
+
+
+def truncate_jsonl(path: epath.Path, last_step: int) -> None:
+  """Keeps the lines of the JSON-lines file `path` whose "step" is <=
+  last_step (atomically): a resumed run drops what came after its
+  checkpoint. Lines cut short by a kill go too."""
+  if not path.exists():
+    return
+  lines = []
+  for line in path.read_text().splitlines():
+    try:
+      if json.loads(line)["step"] <= last_step:
+        lines.append(line)
+    except (json.JSONDecodeError, KeyError, TypeError):
+      pass  # A line cut short by a kill.
+  with atomic_write(path) as f:
+    f.write("".join(l + "\n" for l in lines))

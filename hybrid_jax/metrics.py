@@ -15,21 +15,6 @@ from etils import epath
 from hybrid_jax import files
 
 
-def _truncate_jsonl(path: epath.Path, last_step: int) -> None:
-  """Keeps the lines of `path` whose "step" is <= last_step (atomically)."""
-  if not path.exists():
-    return
-  lines = []
-  for line in path.read_text().splitlines():
-    try:
-      if json.loads(line)["step"] <= last_step:
-        lines.append(line)
-    except (json.JSONDecodeError, KeyError, TypeError):
-      pass  # A line cut short by a kill.
-  with files.atomic_write(path) as f:
-    f.write("".join(l + "\n" for l in lines))
-
-
 class MetricWriter:
   """Writes per-step scalars of a run; a no-op on processes other than 0."""
 
@@ -42,7 +27,7 @@ class MetricWriter:
     if not enabled:
       return
     self._jsonl = directory / "metrics.jsonl"
-    _truncate_jsonl(self._jsonl, start_step)
+    files.truncate_jsonl(self._jsonl, start_step)
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     self._tf = tf
     self._events = tf.summary.create_file_writer(str(directory / "events"))
