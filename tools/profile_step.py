@@ -24,6 +24,7 @@ from absl import flags
 
 import alternate
 import bench_train_step
+import framework_sides
 
 # `hybrid_jax.host_memory.ENV`, named here: importing hybrid_jax would apply
 # the settings to this process (and to the workers it spawns) first.
@@ -31,9 +32,9 @@ KEEP_FREED_MEMORY_ENV = "HYBRID_JAX_KEEP_FREED_MEMORY"
 
 
 def step_without_memory_reuse(*args):
-  """`bench_train_step.jax_step` in a process without host memory reuse."""
+  """`framework_sides.jax_step` in a process without host memory reuse."""
   os.environ[KEEP_FREED_MEMORY_ENV] = "0"  # Before hybrid_jax is imported.
-  return bench_train_step.jax_step(*args)
+  return framework_sides.jax_step(*args)
 
 
 def main(argv):
@@ -44,9 +45,9 @@ def main(argv):
   os.environ.pop(KEEP_FREED_MEMORY_ENV, None)  # The default, in every side.
   args = bench_train_step.step_args()  # Its flags are ours.
   costs = alternate.median_costs(
-      {"default": functools.partial(bench_train_step.jax_step, *args),
+      {"default": functools.partial(framework_sides.jax_step, *args),
        "no memory reuse": functools.partial(step_without_memory_reuse, *args),
-       "no dropout": functools.partial(bench_train_step.jax_step, *args,
+       "no dropout": functools.partial(framework_sides.jax_step, *args,
                                        dropout=0.0)},
       flags.FLAGS.rounds)
   print(f"batch={args[0]} query_length={args[1][0]} "
