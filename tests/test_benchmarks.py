@@ -1,10 +1,9 @@
 """The benchmark tools: their timing harness, reference searches, the
 matmuls read from a jaxpr, and the accelerator benchmark run small on the
-CPU. (Tools that define flags the
-entry point also defines, such as --config, are only run as subprocesses.)"""
+CPU. (Tools that define flags the entry point also defines, such as
+--config, are only run as subprocesses.)"""
 
 import functools
-import math
 import operator
 import re
 import sys
@@ -118,17 +117,26 @@ def test_matmuls_are_read_through_jits_custom_gradients_and_scans():
       + [jaxpr_matmuls.Matmul((2, 3), (3, 3), (((1,), (0,)), ((), ())))] * 5)
   gradient = jaxpr_matmuls.collect(
       jax.make_jaxpr(jax.grad(loss, 1))(jnp.ones((2, 4)), w).jaxpr)
-  # Backward: the scan's 5 input gradients, 2 x 2 for the jit's products
-  # (the weight gradients), and the custom einsum's 2.
+  # Backward: the scan's 5 input gradients (its stack is not differentiated),
+  # an input and a weight gradient for each of the jit's 2 products, and the
+  # custom einsum's 2 (its input gradient too, unused here).
   assert len(gradient) == len(forward) + 5 + 4 + 2
 
 
-def test_matmuls_in_loops_of_unknown_length_are_refused():
+def test_matmuls_in_loops_or_branches_are_refused():
   def loop(x):
     return jax.lax.while_loop(lambda c: c.sum() < 10, lambda c: c @ c, x)
 
+  def branch(x):
+    return jax.lax.cond(x.sum() > 0, lambda c: c @ c, lambda c: c, x)
+
   with pytest.raises(ValueError, match="inside a while"):
     jaxpr_matmuls.collect(jax.make_jaxpr(loop)(jnp.eye(2)).jaxpr)
+  with pytest.raises(ValueError, match="inside a cond"):
+    jaxpr_matmuls.collect(jax.make_jaxpr(branch)(jnp.eye(2)).jaxpr)
+
+
+def test_matmuls_other_than_float32_are_refused():
   with pytest.raises(ValueError, match="float32 ones only"):
     jaxpr_matmuls.collect(jax.make_jaxpr(jnp.matmul)(
         jnp.eye(2, dtype=jnp.bfloat16), jnp.eye(2, dtype=jnp.bfloat16)).jaxpr)

@@ -34,7 +34,8 @@ def step_batches(vocab_size: int, batch: int, lengths: tuple[int, int]):
 def jitted_step(batch: int, lengths: tuple[int, int], freeze: bool,
                 dropout: float = DROPOUT, dtype: str = "float32"):
   """(step, state, inputs, mesh): our train step, jitted with a donated
-  state, in compute dtype `dtype`, with its state and the benchmark batch."""
+  state, in compute dtype `dtype`, with its state, the benchmark batch and
+  the (one-device) mesh to call it under."""
   # hybrid_jax first: importing it sets up host memory reuse.
   from hybrid_jax import config as config_lib  # pylint: disable=g-import-not-at-top
   from hybrid_jax import optimizer as optimizer_lib  # pylint: disable=g-import-not-at-top
@@ -140,7 +141,8 @@ def forward_batch(vocab_size: int, batch: int, length: int):
 
 def jitted_forward(model: str, dtype: str, batch: int, length: int):
   """(encode, params, ids, mask, mesh): our jitted encoder (mean-pooled,
-  normalised), its parameters and the benchmark batch."""
+  normalised), its parameters, the benchmark batch and the (one-device)
+  mesh to call it under."""
   # hybrid_jax first: importing it sets up host memory reuse.
   from hybrid_jax import config as config_lib  # pylint: disable=g-import-not-at-top
   from hybrid_jax import embedding  # pylint: disable=g-import-not-at-top

@@ -53,9 +53,9 @@ def einsum_spec(matmul: Matmul) -> str:
 
 
 def collect(jaxpr) -> list[Matmul]:
-  """Every float32 `dot_general` that running `jaxpr` executes, in order
-  (through nested jits and custom derivatives; a scan's body counts its
-  length times).
+  """Every float32 `dot_general` of `jaxpr`, in order, through nested jits
+  and custom derivatives; a scan's body counts its length times. (XLA may
+  drop one whose result is unused.)
 
   Raises:
     ValueError: a matmul in a loop or branch whose count is not known, or
