@@ -19,9 +19,9 @@ TEMPERATURE = 0.01
 DROPOUT = 0.1
 
 
-def step_batches(vocab_size: int, batch: int, lengths: tuple[int, int]):
-  """(ids, mask) of the questions and of the passages: the same on both
-  sides (a fixed seed)."""
+def random_batches(vocab_size: int, batch: int, lengths: tuple[int, ...]):
+  """(ids, mask) of `batch` texts of each length (the step's questions and
+  passages, the forward's texts): the same on both sides (a fixed seed)."""
   rng = np.random.default_rng(0)
   out = []
   for length in lengths:
@@ -58,7 +58,7 @@ def jitted_step(batch: int, lengths: tuple[int, int], freeze: bool,
   step = jax.jit(functools.partial(
       training_step.train_step, graphdef=loaded.graphdef, tx=tx,
       schedule=schedule, cfg=cfg, seed=0), donate_argnums=0)
-  query, passage = step_batches(loaded.config.encoder.vocab_size, batch,
+  query, passage = random_batches(loaded.config.encoder.vocab_size, batch,
                                 lengths)
   inputs = jax.device_put({"query_ids": query[0].astype(np.int32),
                            "query_mask": query[1],
@@ -109,7 +109,7 @@ def torch_step(checkpoint: str, batch: int, lengths: tuple[int, int],
       lr=3e-5)
   query, passage = (
       tuple(torch.from_numpy(x.astype(np.int64)) for x in pair)
-      for pair in step_batches(model.config.vocab_size, batch, lengths))
+      for pair in random_batches(model.config.vocab_size, batch, lengths))
 
   def embed(ids, mask):
     hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
@@ -132,13 +132,6 @@ def torch_step(checkpoint: str, batch: int, lengths: tuple[int, int],
   return run
 
 
-def forward_batch(vocab_size: int, batch: int, length: int):
-  """The same random ids on both sides (a fixed seed), and the mask."""
-  ids = np.random.default_rng(0).integers(5, vocab_size, (batch, length))
-  ids[:, 0], ids[:, -1] = 0, 2
-  return ids, np.ones((batch, length), bool)
-
-
 def jitted_forward(model: str, dtype: str, batch: int, length: int):
   """(encode, params, ids, mask, mesh): our jitted encoder (mean-pooled,
   normalised), its parameters, the benchmark batch and the (one-device)
@@ -155,8 +148,8 @@ def jitted_forward(model: str, dtype: str, batch: int, length: int):
   loaded = pretrained.load_model(
       config_lib.ModelConfig(init=model, dropout_rate=0.0, dtype=dtype), mesh,
       0, tokenization.resolve_cache_dir())
-  ids, mask = forward_batch(loaded.config.encoder.vocab_size, batch,
-                            length)
+  ((ids, mask),) = random_batches(loaded.config.encoder.vocab_size, batch,
+                                 (length,))
   encode = jax.jit(embedding.encode_fn(loaded.graphdef, "query"))
   return (encode, loaded.params,
           *jax.device_put((ids.astype(np.int32), mask)), mesh)
@@ -184,9 +177,8 @@ def torch_forward(checkpoint: str, dtype: str, batch: int, length: int):
 
   model = transformers.AutoModel.from_pretrained(
       checkpoint, add_pooling_layer=False).eval()
-  ids, mask = (torch.from_numpy(x.astype(np.int64))
-               for x in forward_batch(model.config.vocab_size, batch,
-                                      length))
+  (batch_arrays,) = random_batches(model.config.vocab_size, batch, (length,))
+  ids, mask = (torch.from_numpy(x.astype(np.int64)) for x in batch_arrays)
 
   def run():
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16,
